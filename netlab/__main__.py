@@ -1,0 +1,3 @@
+from netlab.cli.main import main
+
+main()

@@ -1,0 +1,64 @@
+"""iptables in a lab netns: atomic ``iptables-restore`` of text the plan rendered.
+
+The variant (nft or legacy) is picked the way Istio's CNI picks it: prefer the one that
+already holds rules, else the one ``iptables`` itself is. ``python-iptables`` (libiptc,
+legacy only) is the alternative backend; both must leave the same ``iptables-save``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import subprocess
+
+from netlab.errors import ApplyError, PreflightError
+from netlab.nsenter import netns_path
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def variant() -> str:
+    """``nft`` or ``legacy`` (``iptables --version`` says ``(nf_tables)`` or ``(legacy)``)."""
+    exe = shutil.which("iptables")
+    if not exe:
+        raise PreflightError("iptables is not installed", hint="apt-get install iptables")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return "nft" if "nf_tables" in out else "legacy"
+
+
+def tool(name: str, v: str | None = None) -> str:
+    """``tool("iptables-restore") -> 'iptables-nft-restore'`` (or legacy), falling back to plain."""
+    v = v or variant()
+    cand = name.replace("iptables", f"iptables-{v}", 1)
+    return cand if shutil.which(cand) else name
+
+
+def in_netns(ns: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net={netns_path(ns)}", *argv]
+
+
+def restore(ns: str, text: str, *, noflush: bool = False, v: str | None = None) -> None:
+    argv = [tool("iptables-restore", v), "-w", "5"] + (["--noflush"] if noflush else [])
+    log.debug("%s: iptables-restore%s\n%s", ns, " --noflush" if noflush else "", text)
+    p = subprocess.run(in_netns(ns, argv), input=text, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise ApplyError(f"{ns}: iptables-restore failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}",
+                         obj="iptables-restore")
+
+
+def save(ns: str, v: str | None = None) -> str:
+    p = subprocess.run(in_netns(ns, [tool("iptables-save", v)]), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise ApplyError(f"{ns}: iptables-save failed: {p.stderr.strip()}", obj="iptables-save")
+    return p.stdout
+
+
+def rules_of(saved: str) -> list[str]:
+    """The table headers and rules of an ``iptables-save`` dump, without comments and counters."""
+    out = []
+    for ln in saved.splitlines():
+        if ln.startswith(("*", "-A")) or ln == "COMMIT":
+            out.append(ln)
+    return out

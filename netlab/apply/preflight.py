@@ -1,0 +1,108 @@
+"""``netlab doctor``: is this machine able to run labs, and what is missing?
+
+Kernel features are probed for real inside a throw-away lab netns (``nl-doctor-probe``),
+never in the root netns: a link is created, an ipset made, an iptables rule loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from netlab.apply import netns as netns_mod
+from netlab.nsenter import netns_path
+
+PROBE_NS = "nl-doctor-probe"
+TOOLS = {
+    "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
+    "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _rules(ns: str, text: str) -> tuple[bool, str]:
+    p = subprocess.run(["nsenter", f"--net={netns_path(ns)}", "iptables-restore", "-w", "5", "--noflush"],
+                       input=text, capture_output=True, text=True)
+    return p.returncode == 0, (p.stderr.strip().splitlines() or [""])[-1]
+
+
+def run_checks() -> list[Check]:
+    checks: list[Check] = []
+    root = os.geteuid() == 0
+    checks.append(Check("root", root, "running as root" if root else "not root",
+                        "run netlab with sudo or as root"))
+    for tool, pkg in TOOLS.items():
+        path = shutil.which(tool)
+        checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
+                            required=tool not in ("tshark", "tcpdump")))
+    if not root:
+        return checks
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        netns_mod.create(PROBE_NS)
+        checks.append(Check("netns", True, "network namespaces work"))
+    except Exception as e:  # noqa: BLE001 - report, don't crash
+        checks.append(Check("netns", False, str(e), "a kernel with CONFIG_NET_NS"))
+        return checks
+    try:
+        with IPRoute(netns=PROBE_NS) as ipr:
+            for kind, kw, fix, required in (
+                ("veth", {"peer": {"ifname": "probe1"}}, "CONFIG_VETH", True),
+                ("bridge", {}, "CONFIG_BRIDGE", True),
+                ("geneve", {"geneve_id": 1000, "geneve_remote": "127.0.0.2"},
+                 "CONFIG_GENEVE; without it netlab uses the userspace Geneve forwarder (--encap geneve-user)", False),
+                ("vxlan", {"vxlan_id": 1000, "vxlan_group": "127.0.0.2", "vxlan_port": 4789}, "CONFIG_VXLAN", False),
+            ):
+                try:
+                    ipr.link("add", ifname=f"p-{kind}", kind=kind, **kw)
+                    checks.append(Check(f"link {kind}", True, "supported", required=required))
+                except NetlinkError as e:
+                    checks.append(Check(f"link {kind}", False, f"not supported ({e.args[1] if len(e.args) > 1 else e})",
+                                        fix, required=required))
+            ok = os.path.exists("/dev/net/tun")
+            checks.append(Check("tun/tap", ok, "/dev/net/tun" if ok else "missing", "CONFIG_TUN (modprobe tun)"))
+            try:
+                ipr.rule("add", priority=100, fwmark=0x200, fwmask=0x200, table=100)
+                checks.append(Check("policy routing", True, "fwmark ip rules"))
+            except NetlinkError as e:
+                checks.append(Check("policy routing", False, str(e), "CONFIG_IP_MULTIPLE_TABLES"))
+        try:
+            from netlab.apply.ipset import open_ipset
+
+            ips = open_ipset(PROBE_NS)
+            ips.create("probe", stype="hash:ip", comment=True)
+            ips.close()
+            checks.append(Check("ipset hash:ip", True, "supported"))
+        except Exception as e:  # noqa: BLE001
+            checks.append(Check("ipset hash:ip", False, str(e), "CONFIG_IP_SET_HASH_IP, apt-get install ipset"))
+        for name, text, fix in (
+            ("iptables mangle/TPROXY", "*mangle\n-A PREROUTING -p tcp -j TPROXY --on-port 15001 --on-ip 127.0.0.1 "
+             "--tproxy-mark 0x400/0xfff\nCOMMIT\n", "CONFIG_NETFILTER_XT_TARGET_TPROXY"),
+            ("iptables mark/connmark", "*mangle\n-A PREROUTING -m connmark --mark 0x220/0x220 -j MARK --set-xmark "
+             "0x200/0x200\n-A FORWARD -j CONNMARK --save-mark --nfmask 0x220 --ctmask 0x220\nCOMMIT\n",
+             "CONFIG_NETFILTER_XT_MATCH_CONNMARK, CONFIG_NETFILTER_XT_TARGET_MARK"),
+            ("iptables set match", "*mangle\n-A PREROUTING -m set --match-set probe src -j RETURN\nCOMMIT\n",
+             "CONFIG_NETFILTER_XT_SET"),
+            ("iptables socket/owner", "*mangle\n-A OUTPUT -m owner --socket-exists -j RETURN\n"
+             "-A PREROUTING -m socket --transparent -j RETURN\nCOMMIT\n", "CONFIG_NETFILTER_XT_MATCH_SOCKET/OWNER"),
+            ("iptables nat REDIRECT/DNAT", "*nat\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\n"
+             "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n", "CONFIG_NF_NAT, CONFIG_IP_NF_NAT"),
+        ):
+            if shutil.which("iptables-restore"):
+                ok, msg = _rules(PROBE_NS, text)
+                checks.append(Check(name, ok, "supported" if ok else msg, fix))
+    finally:
+        netns_mod.remove(PROBE_NS)
+    return checks

@@ -1,0 +1,31 @@
+"""``netlab doctor``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from netlab.cli.common import boundary, emit_json, out
+from netlab.cli.main import JsonOpt, app
+
+
+@app.command()
+@boundary
+def doctor(json_: JsonOpt = False) -> None:
+    """Preflight: privileges, kernel features, tools; says what to install or which fallback is used."""
+    from netlab.apply.preflight import run_checks
+
+    checks = run_checks()
+    bad = [c for c in checks if not c.ok and c.required]
+    if json_:
+        emit_json("doctor", [c.__dict__ for c in checks], status="ok" if not bad else "error")
+    else:
+        t = Table(title="netlab doctor")
+        for c in ("check", "result", "detail", "fix"):
+            t.add_column(c)
+        for c in checks:
+            res = "ok" if c.ok else ("MISSING" if c.required else "fallback")
+            t.add_row(c.name, res, c.detail, "" if c.ok else c.fix)
+        out.print(t)
+    if bad:
+        raise typer.Exit(7)

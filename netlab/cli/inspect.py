@@ -1,0 +1,131 @@
+"""status / exec / show / logs / restart: looking into a running lab."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from netlab.cli.common import boundary, emit_json, err, out
+from netlab.cli.main import JsonOpt, LabArg, app
+from netlab.errors import LabError
+
+
+@app.command()
+@boundary
+def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
+    """Labs, their design, Istio version, encapsulation and process health."""
+    from netlab.observe import status as st
+    from netlab.runtime import lab as lablib
+
+    data = [st.lab_status(lab)] if lab else st.all_status()
+    if lab and lab not in lablib.known_labs():
+        raise LabError(f"no lab named {lab!r}")
+    if json_:
+        emit_json("status", data)
+        return
+    if not data:
+        err.print("no labs", markup=False)
+        return
+    t = Table(title="netlab labs")
+    for c in ("lab", "state", "mode", "istio", "encap", "netns", "pods", "processes ready", "supervisor"):
+        t.add_column(c)
+    for d in data:
+        t.add_row(d["lab"], d["state"], d["mode"] or "-", d["istio_version"] or "-", d["encap"] or "-",
+                  str(d["netns"]), str(d["pods"]), f"{d['ready']}/{len(d['processes'])}", d["supervisor"])
+    out.print(t)
+    if lab:
+        pt = Table(title=f"processes of {lab}")
+        for c in ("name", "pid", "netns", "ready", "restarts"):
+            pt.add_column(c)
+        for p in data[0]["processes"]:
+            pt.add_row(p["name"], str(p["pid"] or "-"), p["ns"], "yes" if p["ready"] else "no", str(p["restarts"]))
+        out.print(pt)
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+@boundary
+def exec_(
+    lab: Annotated[str, typer.Argument(help="Lab name.")],
+    target: Annotated[str, typer.Argument(help="Node, pod, or ztunnel-<node>.")],
+    cmd: Annotated[list[str], typer.Argument(help="Command to run inside the target's netns (after --).")],
+) -> None:
+    """Run a command inside a node's or pod's netns, with the lab's /etc/hosts."""
+    from netlab.runtime import lab as lablib
+
+    ns = lablib.target_netns(lab, target)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise LabError("no command given (netlab exec LAB TARGET -- CMD...)")
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+
+
+@app.command()
+@boundary
+def show(
+    lab: Annotated[str, typer.Argument(help="Lab name.")],
+    target: Annotated[str, typer.Argument(help="Node, pod, or ztunnel-<node>.")],
+    what: Annotated[str, typer.Argument(help="rules | routes | ipset | iptables | links | all")] = "all",
+    json_: JsonOpt = False,
+) -> None:
+    """Print a target's kernel state: ip rule, routes of every table, ipsets, iptables-save, links."""
+    from netlab.observe.show import ORDER
+    from netlab.observe.show import show as show_
+    from netlab.runtime import lab as lablib
+
+    if what != "all" and what not in ORDER:
+        raise LabError(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)")
+    ns = lablib.target_netns(lab, target)
+    res = show_(ns, what)
+    if json_:
+        emit_json("show", {"lab": lab, "target": target, "netns": ns, "sections": dict(res)})
+        return
+    for cmd, text in res:
+        out.print(f"# {target}$ {cmd}", markup=False, style="bold")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        sys.stdout.flush()
+
+
+@app.command()
+@boundary
+def logs(
+    lab: Annotated[str, typer.Argument(help="Lab name.")],
+    target: Annotated[str, typer.Argument(help="Pod, ztunnel-<node>, node (its agents), or 'supervisor'.")],
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Last N lines of each log (0: all).")] = 0,
+) -> None:
+    """Print a lab process's log (for ztunnel: its access log, then its other logs)."""
+    from netlab.observe.logs import log_files
+
+    for path in log_files(lab, target):
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+        if tail:
+            lines = lines[-tail:]
+        if len(log_files(lab, target)) > 1:
+            err.print(f"==> {os.path.basename(path)} <==", markup=False)
+        sys.stdout.writelines(lines)
+
+
+@app.command()
+@boundary
+def restart(
+    lab: Annotated[str, typer.Argument(help="Lab name.")],
+    target: Annotated[str, typer.Argument(help="Pod name, ztunnel-<node>, geneve-<node> or cni-<node>.")],
+) -> None:
+    """Restart one lab process (kill and start again under the supervisor)."""
+    from netlab.observe.logs import process_name
+    from netlab.runtime import supervisor
+
+    name = process_name(lab, target)
+    try:
+        r = supervisor.request(lab, {"op": "restart", "name": name})
+    except OSError as e:
+        raise LabError(f"lab {lab}: supervisor not reachable ({e.strerror or e})", hint="`netlab gc`") from None
+    if not r.get("ok"):
+        raise LabError(r.get("error", "restart failed"))
+    err.print(f"{name} restarted (pid {r['pid']})", markup=False)

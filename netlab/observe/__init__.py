@@ -1,0 +1,1 @@
+"""Observe layer: look into a running lab (status, show, exec, logs) without changing it."""

@@ -1,0 +1,37 @@
+"""``netlab show``: the kernel state of one lab member, printed by the tools a student knows."""
+
+from __future__ import annotations
+
+import subprocess
+
+from netlab.nsenter import netns_path
+
+SECTIONS: dict[str, list[list[str]]] = {
+    "links": [["ip", "-d", "link", "show"], ["ip", "addr", "show"]],
+    "routes": [["ip", "route", "show", "table", "all"]],
+    "rules": [["ip", "rule", "show"]],
+    "ipset": [["ipset", "list"]],
+    "iptables": [["iptables-save"]],
+}
+ORDER = ("links", "routes", "rules", "ipset", "iptables")
+
+
+def run_in(ns: str, argv: list[str]) -> str:
+    p = subprocess.run(["nsenter", f"--net={netns_path(ns)}", *argv], capture_output=True, text=True)
+    return p.stdout + (p.stderr if p.returncode else "")
+
+
+def show(ns: str, what: str = "all") -> list[tuple[str, str]]:
+    """[(command, output)] for the sections asked; ``routes`` omits kernel local/broadcast noise."""
+    sections = ORDER if what == "all" else (what,)
+    out = []
+    for s in sections:
+        for argv in SECTIONS[s]:
+            text = run_in(ns, argv)
+            if s == "routes":
+                text = "\n".join(ln for ln in text.splitlines()
+                                 if not ln.startswith(("broadcast ", "multicast ", "fe80::", "anycast "))
+                                 and not (ln.startswith("local ") and "table local" in ln)
+                                 and "table local" not in ln) + "\n"
+            out.append((" ".join(argv), text))
+    return out

@@ -1,0 +1,75 @@
+"""Turn the plan's processes into supervisor specs, writing the files they need.
+
+Kept apart from the supervisor so the same specs can be printed by ``--dry-run`` and tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from netlab import names
+from netlab.plan.objects import Plan, Process
+
+
+def _py(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def prepare_mesh(plan: Plan, state: str) -> None:
+    """Registry and lab PKI for ztunnel (only when a mesh design is on)."""
+    with open(os.path.join(state, "registry.json.tmp"), "w") as f:
+        json.dump(plan.registry, f, indent=1, sort_keys=True)
+    os.replace(os.path.join(state, "registry.json.tmp"), os.path.join(state, "registry.json"))
+    if plan.mode == "none":
+        return
+    from netlab.runtime.ztunnel import certs
+
+    ids = sorted({f"spiffe://{plan.registry['trust_domain']}/ns/{w['namespace']}/sa/{w['service_account']}"
+                  for w in plan.registry["workloads"]})
+    certs.ensure_identities(os.path.join(state, "certs"), ids)
+
+
+def spec(plan: Plan, p: Process, state: str) -> dict:
+    if p.kind == "workload":
+        app = p.arg("app")
+        if app == "sleep":
+            return {"name": p.name, "ns": p.ns, "argv": ["sleep", "infinity"], "ready": "alive"}
+        return {"name": p.name, "ns": p.ns, "comm": app, "ready": "pipe",
+                "workload": {"app": app, "pod": p.arg("pod"), "port": p.arg("port"), "version": p.arg("version")}}
+    if p.kind == "ztunnel":
+        node = p.arg("node")
+        cfg = {"node": node, "mode": p.arg("mode"), "registry": os.path.join(state, "registry.json"),
+               "certs_dir": os.path.join(state, "certs"),
+               "access_log": os.path.join(state, "logs", f"ztunnel.{node}.access.log"),
+               "zds_socket": os.path.join(state, "sockets", f"ztunnel-{node}.sock") if p.arg("mode") == "inpod" else None,
+               "trust_domain": plan.registry.get("trust_domain", "cluster.local")}
+        path = os.path.join(state, f"ztunnel-{node}.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1, sort_keys=True)
+        return {"name": p.name, "ns": p.ns, "argv": _py("netlab.runtime.ztunnel", "--config", path),
+                "hosts": False, "ready": "pipe"}
+    if p.kind == "geneve":
+        node = p.name.split("/", 1)[1]
+        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
+            "netlab.runtime.geneve", "--node-netns", p.arg("node-netns"), "--pod-netns", p.arg("pod-netns"),
+            "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
+            "--stats-file", os.path.join(state, "logs", f"geneve.{node}.stats.json"))}
+    if p.kind == "cni-agent":
+        node = p.arg("node")
+        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
+            "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node,
+            "--config", os.path.join(state, f"cni-{node}.json"))}
+    raise ValueError(f"unknown process kind {p.kind}")
+
+
+def specs(plan: Plan, state: str) -> list[dict]:
+    os.makedirs(os.path.join(state, "sockets"), exist_ok=True)
+    # infrastructure first: tunnels and ztunnels before workloads, as a node would start them
+    order = {"geneve": 0, "cni-agent": 1, "ztunnel": 2, "workload": 3}
+    return [spec(plan, p, state) for p in sorted(plan.processes, key=lambda p: (order[p.kind], p.name))]
+
+
+def state_dir(plan: Plan) -> str:
+    return names.state_dir(plan.lab)

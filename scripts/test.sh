@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole suite: lint, pure tests (no root needed) and kernel tests (root, real netns).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ruff check netlab tests scripts
+python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab/topology netlab/plan tests "$@"

@@ -1,0 +1,106 @@
+"""Real labs in real network namespaces: up, traffic, down, crash recovery, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.kernel.helpers import NETLAB, in_lab, lab_netns, lab_processes, lab_up, netlab
+
+pytestmark = pytest.mark.root
+
+
+def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
+    with lab_up("topologies/bookinfo.yaml", "lc1", "--mode", "none") as lab:
+        r = in_lab(lab, "sleep", "curl", "-s", "--max-time", "10", "http://productpage:9080/")
+        assert r.stdout.splitlines()[0] == "<!DOCTYPE html>"
+        # productpage -> reviews (v2/v3) -> ratings really happened, across both nodes
+        assert "Book Reviews" in r.stdout and "William Shakespeare" in r.stdout
+        hits = [in_lab(lab, "sleep", "curl", "-s", "http://reviews:9080/reviews/0").stdout for _ in range(6)]
+        assert any('"rating"' in h for h in hits)
+        st = json.loads(netlab("status", lab, "--json").stdout)
+        assert st["data"][0]["mode"] == "none" and st["data"][0]["ready"] == 8
+        pids = lab_processes(lab)
+        assert len(pids) >= 8
+        again = netlab("up", "topologies/bookinfo.yaml", "--name", lab, "--mode", "none")
+        assert "already up" in again.stderr
+        clash = netlab("up", "topologies/minimal.yaml", "--name", lab, "--mode", "none", check=False)
+        assert clash.returncode != 0 and "different topology" in clash.stderr
+    assert lab_netns("lc1") == []
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert not os.path.exists("/run/netlab/lc1")
+    assert not any(d.startswith("nl-lc1-") for d in os.listdir("/etc/netns")) if os.path.isdir("/etc/netns") else True
+    mounts = open("/proc/self/mountinfo").read()
+    assert "nl-lc1-" not in mounts
+
+
+def test_kill9_supervisor_then_gc_cleans_up() -> None:
+    netlab("up", "topologies/minimal.yaml", "--name", "lc2", "--mode", "none")
+    try:
+        sup = int(open("/run/netlab/lc2/supervisor.pid").read())
+        children = lab_processes("lc2")
+        os.kill(sup, signal.SIGKILL)
+        time.sleep(0.2)
+        st = json.loads(netlab("status", "lc2", "--json").stdout)
+        assert "broken" in st["data"][0]["state"]
+        netlab("gc")
+        assert lab_netns("lc2") == []
+        time.sleep(0.2)
+        assert not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+                       for p in children)
+    finally:
+        netlab("down", "lc2", check=False)
+
+
+def test_ctrl_c_during_up_rolls_back() -> None:
+    p = subprocess.Popen([*NETLAB, "up", "topologies/scale.yaml", "--name", "lc3", "--mode", "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until it is really half way (some netns exist), then interrupt it
+    deadline = time.time() + 30
+    while time.time() < deadline and len(lab_netns("lc3")) < 20:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert "interrupted" in err
+    assert lab_netns("lc3") == []
+    assert not os.path.exists("/run/netlab/lc3")
+
+
+def test_two_labs_side_by_side() -> None:
+    with lab_up("topologies/minimal.yaml", "lca", "--mode", "none"), \
+            lab_up("topologies/minimal.yaml", "lcb", "--mode", "none"):
+        for lab in ("lca", "lcb"):
+            r = in_lab(lab, "client", "curl", "-s", "--max-time", "5", "http://server/")
+            assert json.loads(r.stdout)["pod"] == "server"
+        netlab("down", "lca")
+        r = in_lab("lcb", "client", "curl", "-s", "--max-time", "5", "http://server/")
+        assert json.loads(r.stdout)["pod"] == "server"
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["up", "does-not-exist.yaml"], "no such topology file"),
+    (["up", "topologies/minimal.yaml", "--mode", "sidecar"], "unknown mode"),
+    (["down", "no-such-lab"], "no lab named"),
+    (["exec", "no-such-lab", "x", "--", "true"], "no lab named"),
+], ids=["missing-file", "bad-mode", "down-unknown", "exec-unknown"])
+def test_bad_input_one_line_nonzero_nothing_changed(args, msg) -> None:
+    before = sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else []
+    p = netlab(*args, check=False)
+    assert p.returncode != 0
+    assert msg in p.stderr and p.stderr.count("error:") == 1
+    after = sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else []
+    assert before == after
+
+
+def test_unknown_target_in_running_lab() -> None:
+    with lab_up("topologies/minimal.yaml", "lc4", "--mode", "none") as lab:
+        p = netlab("exec", lab, "nope", "--", "true", check=False)
+        assert p.returncode != 0 and "no node or pod named 'nope'" in p.stderr
+        s = netlab("show", lab, "node1", "routes")
+        assert "10.244.1.3 dev veth" in s.stdout
