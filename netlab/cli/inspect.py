@@ -129,3 +129,32 @@ def restart(
     if not r.get("ok"):
         raise LabError(r.get("error", "restart failed"))
     err.print(f"{name} restarted (pid {r['pid']})", markup=False)
+
+
+def _enroll(lab: str, pod: str, on: bool) -> None:
+    from netlab.runtime.enroll import set_enrollment
+
+    r = set_enrollment(lab, pod, on)
+    word = "enrolled in" if on else "removed from"
+    if not r.changed:
+        err.print(f"{pod} is already {'in' if on else 'out of'} the mesh; nothing changed", markup=False)
+        return
+    for a in r.actions:
+        err.print(f"  {a}", markup=False)
+    err.print(f"{pod} {word} the mesh (label istio.io/dataplane-mode={'ambient' if on else 'none'})", markup=False)
+
+
+@app.command()
+@boundary
+def enroll(lab: Annotated[str, typer.Argument(help="Lab name.")],
+           pod: Annotated[str, typer.Argument(help="Pod to put in the mesh.")]) -> None:
+    """Put a pod in the ambient mesh at run time (istio.io/dataplane-mode=ambient)."""
+    _enroll(lab, pod, True)
+
+
+@app.command()
+@boundary
+def unenroll(lab: Annotated[str, typer.Argument(help="Lab name.")],
+             pod: Annotated[str, typer.Argument(help="Pod to take out of the mesh.")]) -> None:
+    """Take a pod out of the ambient mesh at run time."""
+    _enroll(lab, pod, False)

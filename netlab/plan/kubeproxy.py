@@ -17,6 +17,11 @@ def _chain(prefix: str, *parts: str) -> str:
     return prefix + base64.b32encode(digest).decode()[:16]
 
 
+def statistic_probability(p: float) -> str:
+    """As iptables-save prints it: xt_statistic keeps ``round(p * 2**31)``; ``(1/3) -> '0.33333333349'``."""
+    return f"{round(p * 0x80000000) / 0x80000000:.11f}"
+
+
 def nat_rules(topo: Topology) -> tuple[list[str], list[str]]:
     """Chains and rules of the nat table (without the builtin chains' jumps)."""
     chains = ["KUBE-SERVICES"]
@@ -40,7 +45,7 @@ def nat_rules(topo: Topology) -> tuple[list[str], list[str]]:
                 chains.append(sep)
                 left = n - i
                 if left > 1:
-                    prob = f"{1 / left:.11f}"
+                    prob = statistic_probability(1 / left)
                     rules.append(f'-A {svc_chain} -m comment --comment "{svc_id} -> {ep.ip}:{sp.target}" '
                                  f"-m statistic --mode random --probability {prob} -j {sep}")
                 else:

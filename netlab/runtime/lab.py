@@ -168,6 +168,9 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         pods={w["name"]: {"node": w["node"], "ip": w["ip"], "namespace": w["namespace"],
                           "ambient": w["protocol"] == "HBONE", "uid": w["k8s_uid"]}
               for w in plan.registry["workloads"]},
+        nodes={n.member: {"gateway": str(next(a for a in n.addrs if a.dev != "eth0").address)
+                          if any(a.dev != "eth0" for a in n.addrs) else None}
+               for n in plan.namespaces if n.role == "node"},
         created=time.time())
     try:
         os.makedirs(os.path.join(state, "logs"), exist_ok=True)

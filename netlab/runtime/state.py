@@ -27,7 +27,8 @@ class LabRecord:
     netns: dict[str, int] = field(default_factory=dict)  # name -> inode
     members: dict[str, str] = field(default_factory=dict)  # TARGET -> netns
     roles: dict[str, str] = field(default_factory=dict)  # TARGET -> underlay/node/pod/ztunnel
-    pods: dict[str, dict] = field(default_factory=dict)  # pod -> {node, ip, namespace, app, ambient}
+    pods: dict[str, dict] = field(default_factory=dict)  # pod -> {node, ip, namespace, ambient, uid}
+    nodes: dict[str, dict] = field(default_factory=dict)  # node -> {gateway, ztunnel_ip}
     created: float = 0.0
     state: str = "creating"  # creating -> up
 

@@ -1,0 +1,107 @@
+"""The python-iptables backend: the same rendered rules, loaded through libiptc.
+
+libiptc is iptables' legacy (x_tables) interface, so rules loaded this way show up in
+``iptables-legacy-save``; with this backend netlab reads them back with the legacy tools
+(Istio's own auto-detection would pick legacy on such a node, too). Each ``-A`` line is
+parsed once into (rule fields, matches, target) — a small, tested translation — and the
+whole table is committed atomically by libiptc.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from netlab import nsenter
+from netlab.errors import ApplyError
+from netlab.plan.objects import Iptables
+
+RULE_FIELDS = {"-s": "src", "-d": "dst", "-i": "in_interface", "-o": "out_interface", "-p": "protocol"}
+
+
+@dataclass
+class ParsedRule:
+    chain: str
+    fields: dict[str, str] = field(default_factory=dict)
+    matches: list[tuple[str, list[tuple[str, str | list[str]]]]] = field(default_factory=list)
+    target: tuple[str, list[tuple[str, str | list[str]]]] | None = None
+
+
+def parse_rule(line: str) -> ParsedRule:
+    """``parse_rule('-A X ! -i lo -m mark --mark 0x1/0x1 -j RETURN')`` -> chain, fields, matches, target."""
+    toks = shlex.split(line)
+    if len(toks) < 2 or toks[0] != "-A":
+        raise ValueError(f"not an -A rule: {line}")
+    r = ParsedRule(toks[1])
+    i, neg = 2, False
+    current: list[tuple[str, str | list[str]]] | None = None
+    while i < len(toks):
+        t = toks[i]
+        if t == "!":
+            neg = True
+            i += 1
+            continue
+        if t in RULE_FIELDS:
+            r.fields[RULE_FIELDS[t]] = ("!" if neg else "") + toks[i + 1]
+            neg, i = False, i + 2
+            continue
+        if t == "-m":
+            current = []
+            r.matches.append((toks[i + 1], current))
+            i += 2
+            continue
+        if t == "-j":
+            current = []
+            r.target = (toks[i + 1], current)
+            i += 2
+            continue
+        if t.startswith("--"):
+            vals = []
+            j = i + 1
+            while j < len(toks) and not toks[j].startswith("-") and toks[j] != "!":
+                vals.append(toks[j])
+                j += 1
+            name = t[2:].replace("-", "_")
+            value: str | list[str] = vals[0] if len(vals) == 1 else (vals if vals else "")
+            if neg and isinstance(value, str):
+                value = "!" + value
+            if current is None:
+                raise ValueError(f"option {t} before any -m/-j in: {line}")
+            current.append((name, value))
+            neg, i = False, j
+            continue
+        raise ValueError(f"cannot parse {t!r} in: {line}")
+    return r
+
+
+def restore(ns: str, ipt: Iptables) -> None:
+    with nsenter.netns(ns):
+        import iptc
+
+        for tbl in ipt.tables:
+            table = iptc.Table(tbl.name, autocommit=False)
+            try:
+                table.flush()
+                for c in tbl.chains:
+                    if not table.is_chain(c):
+                        table.create_chain(c)
+                for line in tbl.rules:
+                    p = parse_rule(line)
+                    rule = iptc.Rule()
+                    for k, v in p.fields.items():
+                        setattr(rule, k, v)
+                    for mname, opts in p.matches:
+                        m = rule.create_match(mname)
+                        for k, v in opts:
+                            setattr(m, k, v)
+                    if p.target:
+                        tg = rule.create_target(p.target[0])
+                        for k, v in p.target[1]:
+                            setattr(tg, k, v)
+                    iptc.Chain(table, p.chain).append_rule(rule)
+                table.commit()
+            except (ValueError, iptc.IPTCError) as e:
+                table.refresh()
+                raise ApplyError(f"{ns}: python-iptables: {tbl.name}: {e}", obj="python-iptables") from None
+            finally:
+                table.autocommit = True

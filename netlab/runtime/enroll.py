@@ -1,0 +1,115 @@
+"""Enroll a pod in the mesh at run time, or take it out: the ambient label flipped live.
+
+node-routing does what istio-cni's ``AddPodToMesh``/``DelPodFromMesh`` did on the node
+(ipset member, table-100 route, rp_filter on the pod's veth) and logs it the same way;
+inpod asks the node's CNI agent, which writes the rules inside the pod netns and tells
+ztunnel over ZDS. Either way the registry ztunnel reads is updated (protocol HBONE/TCP).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from netlab import names
+from netlab.apply.ipset import add_entry, del_entry, open_ipset
+from netlab.apply.netlink import NetnsLinks
+from netlab.apply.sysctl import apply_sysctls
+from netlab.errors import LabError
+from netlab.plan import noderouting
+from netlab.plan.objects import Sysctl
+from netlab.runtime.state import LabRecord, load_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    lab: str
+    pod: str
+    enrolled: bool
+    changed: bool
+    actions: tuple[str, ...] = ()
+
+
+def _cni_log(lab: str, node: str, msg: str) -> None:
+    ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with open(os.path.join(names.state_dir(lab), "logs", f"istio-cni.{node}.log"), "a") as f:
+        f.write(f"{ts}\tinfo\tambient\t{msg}\n")
+
+
+def _update_registry(lab: str, pod: str, on: bool) -> None:
+    path = os.path.join(names.state_dir(lab), "registry.json")
+    with open(path) as f:
+        reg = json.load(f)
+    for w in reg["workloads"]:
+        if w["name"] == pod:
+            w["protocol"] = "HBONE" if on else "TCP"
+    with open(path + ".tmp", "w") as f:
+        json.dump(reg, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
+    rec = load_record(lab)
+    if rec is None:
+        raise LabError(f"no lab named {lab!r}")
+    if pod not in rec.pods:
+        raise LabError(f"lab {lab}: no pod named {pod!r}", hint="pods: " + ", ".join(sorted(rec.pods)))
+    if rec.mode == "none":
+        raise LabError(f"lab {lab} runs without a mesh (--mode none): nothing to enroll in")
+    info = rec.pods[pod]
+    if bool(info.get("ambient")) == on:
+        return EnrollResult(lab, pod, on, False)
+    if rec.mode == "node-routing":
+        actions = _node_routing(rec, pod, on)
+    else:
+        from netlab.runtime import cniagent
+
+        sock = os.path.join(names.state_dir(lab), "sockets", f"cni-{info['node']}.sock")
+        resp = cniagent.plugin_event(sock, "add" if on else "del", pod)
+        if not resp.get("ok", False):
+            raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")
+        actions = tuple(resp.get("actions", ()))
+    _update_registry(lab, pod, on)
+    info["ambient"] = on
+    rec.save()
+    return EnrollResult(lab, pod, on, True, actions)
+
+
+def _node_routing(rec: LabRecord, pod: str, on: bool) -> tuple[str, ...]:
+    info = rec.pods[pod]
+    node = info["node"]
+    nns = names.netns(rec.lab, node)
+    gw = rec.nodes[node]["gateway"]
+    uid = info["uid"]
+    ns = info["namespace"]
+    route = noderouting.pod_route(nns, info["ip"], gw)
+    actions = []
+    ips = open_ipset(nns)
+    try:
+        with NetnsLinks(nns) as nl:
+            if on:
+                _cni_log(rec.lab, node, f"Adding pod '{pod}/{ns}' ({uid}) to ipset")
+                add_entry(ips, noderouting.IPSET, info["ip"], uid, ns=nns)
+                actions.append(f"ipset add {noderouting.IPSET} {info['ip']}")
+                _cni_log(rec.lab, node, f"Adding route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
+                                        f"{noderouting.ZT_INBOUND_TUN_IP} dev {noderouting.INBOUND_TUN} src {gw}]")
+                nl.add_route(route)
+                actions.append(route.render())
+                veth = names.pod_host_veth(rec.lab, pod)
+                apply_sysctls(nns, [Sysctl(nns, f"net.ipv4.conf.{veth}.rp_filter", "0")])
+            else:
+                _cni_log(rec.lab, node, f"Removing pod '{pod}/{ns}' ({uid}) from ipset")
+                del_entry(ips, noderouting.IPSET, info["ip"])
+                actions.append(f"ipset del {noderouting.IPSET} {info['ip']}")
+                _cni_log(rec.lab, node, f"Removing route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
+                                        f"{noderouting.ZT_INBOUND_TUN_IP} dev {noderouting.INBOUND_TUN} src {gw}]")
+                nl.del_route(route)
+                actions.append("route del" + route.render()[len("route add"):])
+    finally:
+        ips.close()
+    return tuple(actions)

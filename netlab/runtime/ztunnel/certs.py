@@ -1,0 +1,179 @@
+"""Lab PKI: one CA per lab and short-lived SPIFFE X.509-SVIDs (EC P-256), as istiod issues them.
+
+Files in ``dir``: ``ca.pem``/``ca-key.pem`` and, per identity
+``spiffe://<td>/ns/<ns>/sa/<sa>``, ``<ns>.<sa>.pem``/``<ns>.<sa>-key.pem`` (Kubernetes names
+cannot contain ``.`` for namespaces, so the split is unambiguous).
+
+>>> import tempfile
+>>> d = tempfile.mkdtemp()
+>>> _ = ensure_ca(d)
+>>> cert, key = issue_identity(d, "spiffe://cluster.local/ns/default/sa/sleep")
+>>> os.path.basename(cert), spiffe_ids_of(open(cert, "rb").read())
+('default.sleep.pem', ['spiffe://cluster.local/ns/default/sa/sleep'])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+log = logging.getLogger(__name__)
+
+CA_CERT = "ca.pem"
+CA_KEY = "ca-key.pem"
+_SPIFFE_RE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+
+
+def parse_spiffe(spiffe_id: str) -> tuple[str, str, str]:
+    """``spiffe://td/ns/N/sa/S`` -> ``(td, N, S)``; ValueError otherwise."""
+    m = _SPIFFE_RE.match(spiffe_id)
+    if not m:
+        raise ValueError(f"not a SPIFFE workload id: {spiffe_id!r}")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def identity_paths(dir: str, spiffe: str) -> tuple[str, str]:
+    _, ns, sa = parse_spiffe(spiffe)
+    return os.path.join(dir, f"{ns}.{sa}.pem"), os.path.join(dir, f"{ns}.{sa}-key.pem")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def ensure_ca(dir: str, *, trust_domain: str = "cluster.local", ttl_days: int = 3650) -> tuple[str, str]:
+    """Create the lab CA in ``dir`` unless it exists; returns ``(cert_pem_path, key_path)``."""
+    os.makedirs(dir, exist_ok=True)
+    cert_path, key_path = os.path.join(dir, CA_CERT), os.path.join(dir, CA_KEY)
+    if os.path.exists(cert_path) and os.path.exists(key_path):
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain)])
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=ttl_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(key_path, _key_pem(key), 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert_path, key_path
+
+
+def _load_ca(dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert_path, key_path = ensure_ca(dir)
+    with open(cert_path, "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return ca, key
+
+
+def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str, cert_path: str,
+           key_path: str, ttl_hours: float) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=ttl_hours))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        # empty subject => SAN must be critical (RFC 5280 4.2.1.6), as in istiod's SVIDs
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(key_path, _key_pem(key), 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def issue_identity(dir: str, spiffe: str, *, ttl_hours: float = 24) -> tuple[str, str]:
+    """Issue (always anew) the SVID for ``spiffe`` signed by the CA in ``dir``."""
+    parse_spiffe(spiffe)
+    ca, ca_key = _load_ca(dir)
+    cert_path, key_path = identity_paths(dir, spiffe)
+    _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
+    return cert_path, key_path
+
+
+def _still_valid(cert_path: str, key_path: str, margin: dt.timedelta) -> bool:
+    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+        return False
+    with open(cert_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    return cert.not_valid_after_utc - margin > _now()
+
+
+def ensure_identities(dir: str, ids: Iterable[str], *, ttl_hours: float = 24) -> dict[str, tuple[str, str]]:
+    """Issue the SVIDs of ``ids`` that are missing or expire within the hour (CA loaded once).
+
+    Returns ``{spiffe_id: (cert_path, key_path)}``.
+    """
+    ca, ca_key = _load_ca(dir)
+    margin = dt.timedelta(hours=min(1.0, ttl_hours / 2))
+    out: dict[str, tuple[str, str]] = {}
+    for spiffe in sorted(set(ids)):
+        parse_spiffe(spiffe)
+        cert_path, key_path = identity_paths(dir, spiffe)
+        if not _still_valid(cert_path, key_path, margin):
+            _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
+        out[spiffe] = (cert_path, key_path)
+    return out
+
+
+def spiffe_ids_of(cert_bytes: bytes) -> list[str]:
+    """URI SANs starting with ``spiffe://`` of a PEM or DER certificate."""
+    if cert_bytes.startswith(b"-----BEGIN"):
+        cert = x509.load_pem_x509_certificate(cert_bytes)
+    else:
+        cert = x509.load_der_x509_certificate(cert_bytes)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]

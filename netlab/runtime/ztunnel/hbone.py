@@ -1,0 +1,485 @@
+"""HBONE, sans-IO: HTTP/2 CONNECT tunnels on top of ``h2`` (no sockets, no asyncio).
+
+A :class:`HboneClient` or :class:`HboneServer` takes the bytes read from the (already
+TLS-decrypted) connection with :meth:`receive_data` and returns :mod:`events <.Event>`;
+whatever must be written is in :meth:`data_to_send`. Outbound stream data is buffered per
+stream and released as HTTP/2 flow control allows, so a driver only has to watch
+:meth:`buffered` for backpressure. Received data is *not* acknowledged automatically: the
+driver calls :meth:`ack` once it handed the bytes on, which is what gives per-stream
+backpressure to the peer.
+
+Windows and frame size are ztunnel's: 4 MiB per stream, 16 MiB per connection, 1 MiB frames.
+Requests follow the 1.22-1.24 column of reference table D.
+
+>>> c, s = HboneClient(), HboneServer()
+>>> _ = s.receive_data(c.data_to_send())
+>>> sid = c.connect("10.244.1.7:9080", forwarded_for="10.244.0.5:40000")
+>>> [type(e).__name__ for e in s.receive_data(c.data_to_send())]
+['ConnectRequest']
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from netlab.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+STREAM_WINDOW = 4 * 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+MAX_FRAME_SIZE = 1024 * 1024
+MAX_CONCURRENT_STREAMS = 1000
+H2_DEFAULT_WINDOW = 65535
+
+
+class _NullLogger:
+    """h2's DummyLogger idea: the protocol core logs nothing unless given a logger."""
+
+    def debug(self, *a: object, **k: object) -> None:
+        pass
+
+    trace = info = warning = debug
+
+
+# --- events ---------------------------------------------------------------------------------
+class Event:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest(Event):
+    """Server: a valid CONNECT arrived; answer it with :meth:`HboneServer.respond`."""
+
+    stream_id: int
+    host: str
+    port: int
+    headers: dict[str, str]
+
+    @property
+    def authority(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRejected(Event):
+    """Server: the core answered a bad request itself (status sent, stream closed)."""
+
+    stream_id: int
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Response(Event):
+    """Client: the peer answered our CONNECT (200 = tunnel open)."""
+
+    stream_id: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Event):
+    stream_id: int
+    data: bytes
+    flow_len: int  # what to pass to ack() once the data is handed on
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded(Event):
+    """The peer half-closed its direction of the tunnel (END_STREAM)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset(Event):
+    stream_id: int
+    error_code: int
+    remote: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOpened(Event):
+    """Buffered outbound data of this stream went out; writers waiting on it may go on."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    error_code: int
+    reason: str
+
+
+# --- per-stream state machine -----------------------------------------------------------------
+class S(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    LOCAL_CLOSED = "half-closed (local)"
+    REMOTE_CLOSED = "half-closed (remote)"
+    CLOSED = "closed"
+
+
+# (state, input) -> next state. Anything else is a protocol error on that stream.
+TRANSITIONS: dict[tuple[S, str], S] = {
+    (S.IDLE, "send_connect"): S.CONNECTING,
+    (S.IDLE, "recv_connect"): S.CONNECTING,
+    (S.CONNECTING, "send_200"): S.OPEN,
+    (S.CONNECTING, "recv_200"): S.OPEN,
+    (S.CONNECTING, "send_error"): S.CLOSED,
+    (S.CONNECTING, "recv_error"): S.CLOSED,
+    (S.CONNECTING, "recv_data"): S.CONNECTING,  # early data before our 200: the driver queues it
+    (S.CONNECTING, "send_data"): S.CONNECTING,  # client may send before the 200 (buffered by h2 flow)
+    (S.CONNECTING, "recv_end"): S.REMOTE_CLOSED,
+    (S.CONNECTING, "send_end"): S.LOCAL_CLOSED,
+    (S.OPEN, "send_data"): S.OPEN,
+    (S.OPEN, "recv_data"): S.OPEN,
+    (S.OPEN, "send_end"): S.LOCAL_CLOSED,
+    (S.OPEN, "recv_end"): S.REMOTE_CLOSED,
+    (S.LOCAL_CLOSED, "recv_data"): S.LOCAL_CLOSED,
+    (S.LOCAL_CLOSED, "recv_200"): S.LOCAL_CLOSED,
+    (S.LOCAL_CLOSED, "send_200"): S.LOCAL_CLOSED,
+    (S.LOCAL_CLOSED, "recv_end"): S.CLOSED,
+    (S.REMOTE_CLOSED, "send_data"): S.REMOTE_CLOSED,
+    (S.REMOTE_CLOSED, "send_200"): S.REMOTE_CLOSED,
+    (S.REMOTE_CLOSED, "recv_200"): S.REMOTE_CLOSED,
+    (S.REMOTE_CLOSED, "send_end"): S.CLOSED,
+    (S.REMOTE_CLOSED, "send_error"): S.CLOSED,
+    (S.REMOTE_CLOSED, "recv_error"): S.CLOSED,
+}
+
+
+def next_state(state: S, event: str) -> S:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise ProtocolError(f"HBONE stream: {event} not allowed in state {state.value}",
+                            code=int(h2.errors.ErrorCodes.PROTOCOL_ERROR)) from None
+
+
+class _Stream:
+    __slots__ = ("state", "out", "end_pending")
+
+    def __init__(self) -> None:
+        self.state = S.IDLE
+        self.out = bytearray()
+        self.end_pending = False
+
+
+def parse_authority(authority: str) -> tuple[str, int]:
+    """``ip:port`` / ``[v6]:port`` -> ``(ip, port)``; ValueError on anything else (no hostnames)."""
+    if authority.startswith("["):
+        host, sep, port_s = authority[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"bad authority {authority!r}")
+    else:
+        host, sep, port_s = authority.rpartition(":")
+        if not sep:
+            raise ValueError(f"bad authority {authority!r}")
+    ip = ipaddress.ip_address(host)
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"bad port in authority {authority!r}")
+    return str(ip), int(port_s)
+
+
+def baggage(*, cluster: str, namespace: str, workload_type: str, workload: str, service: str,
+            revision: str) -> str:
+    """The 5-key ``baggage`` header of 1.18-1.24."""
+    return (f"k8s.cluster.name={cluster},k8s.namespace.name={namespace},k8s.{workload_type}.name={workload},"
+            f"service.name={service},service.version={revision}")
+
+
+def traceparent() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+
+
+def forwarded(src: str, host: str | None = None) -> str:
+    return f'for="{src}"' + (f";host={host}" if host else "")
+
+
+class _HboneConnection:
+    client_side = False
+
+    def __init__(self, *, logger: object | None = None) -> None:
+        config = h2.config.H2Configuration(client_side=self.client_side, header_encoding="utf-8",
+                                           logger=logger or _NullLogger())
+        conn = h2.connection.H2Connection(config=config)
+        initial = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+        }
+        if self.client_side:
+            initial[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+        conn.local_settings = h2.settings.Settings(client=self.client_side, initial_values=initial)
+        conn.max_inbound_frame_size = MAX_FRAME_SIZE
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW - H2_DEFAULT_WINDOW)
+        self._conn = conn
+        self._streams: dict[int, _Stream] = {}
+        self.closed = False
+
+    # --- outbound ---------------------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        return self._conn.data_to_send()
+
+    def _step(self, stream_id: int, event: str) -> _Stream:
+        st = self._streams[stream_id]
+        st.state = next_state(st.state, event)
+        return st
+
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
+        """Queue tunnel bytes; sent as far as flow control allows, the rest on window updates."""
+        st = self._streams.get(stream_id)
+        if st is None:
+            return  # stream already gone (reset): drop, like a closed socket would
+        if data:
+            st.state = next_state(st.state, "send_data")
+            st.out += data
+        if end_stream:
+            st.end_pending = True
+        self._flush(stream_id, st)
+
+    def end_stream(self, stream_id: int) -> None:
+        self.send_data(stream_id, b"", end_stream=True)
+
+    def buffered(self, stream_id: int) -> int:
+        st = self._streams.get(stream_id)
+        return len(st.out) if st is not None else 0
+
+    def _flush(self, stream_id: int, st: _Stream) -> bool:
+        """Send what the windows allow; returns True if something went out."""
+        conn = self._conn
+        out = st.out
+        sent = False
+        while out:
+            window = conn.local_flow_control_window(stream_id)
+            if window <= 0:
+                return sent
+            n = min(len(out), window, conn.max_outbound_frame_size)
+            if n == len(out):
+                chunk = bytes(out)
+                out.clear()
+                if st.end_pending:  # END_STREAM rides on the last DATA frame
+                    st.end_pending = False
+                    st.state = next_state(st.state, "send_end")
+                    conn.send_data(stream_id, chunk, end_stream=True)
+                    self._maybe_forget(stream_id, st)
+                    return True
+            else:
+                chunk = bytes(memoryview(out)[:n])
+                del out[:n]
+            conn.send_data(stream_id, chunk)
+            sent = True
+        if st.end_pending:
+            st.end_pending = False
+            st.state = next_state(st.state, "send_end")
+            conn.end_stream(stream_id)
+            self._maybe_forget(stream_id, st)
+        return sent
+
+    def ack(self, stream_id: int, flow_len: int) -> None:
+        """The driver handed ``flow_len`` received bytes on: reopen the peer's windows."""
+        if flow_len and not self.closed:
+            self._conn.acknowledge_received_data(flow_len, stream_id)
+
+    def reset(self, stream_id: int, error_code: int = int(h2.errors.ErrorCodes.CANCEL)) -> None:
+        st = self._streams.pop(stream_id, None)
+        if st is None or self.closed:
+            return
+        try:
+            self._conn.reset_stream(stream_id, error_code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def close(self, error_code: int = 0) -> None:
+        if not self.closed:
+            self._conn.close_connection(error_code)
+            self.closed = True
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def peer_max_streams(self) -> int:
+        return self._conn.remote_settings.max_concurrent_streams
+
+    def _maybe_forget(self, stream_id: int, st: _Stream) -> None:
+        if st.state is S.CLOSED and not st.out:
+            self._streams.pop(stream_id, None)
+
+    # --- inbound ----------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.closed:
+            return []
+        try:
+            h2_events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            code = int(getattr(e, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
+            self.close(code)
+            return [ConnectionClosed(code, f"HTTP/2 protocol error: {e}")]
+        out: list[Event] = []
+        flush_all = False
+        for ev in h2_events:
+            t = type(ev)
+            if t is h2.events.DataReceived:
+                self._on_data(ev, out)
+            elif t is h2.events.WindowUpdated:
+                if ev.stream_id:
+                    st = self._streams.get(ev.stream_id)
+                    if st is not None and st.out and self._flush(ev.stream_id, st):
+                        out.append(WindowOpened(ev.stream_id))
+                else:
+                    flush_all = True
+            elif t is h2.events.RemoteSettingsChanged:
+                flush_all = True
+            elif t is h2.events.StreamEnded:
+                self._on_end(ev.stream_id, out)
+            elif t is h2.events.StreamReset:
+                if self._streams.pop(ev.stream_id, None) is not None:
+                    out.append(StreamReset(ev.stream_id, int(ev.error_code), ev.remote_reset))
+            elif t is h2.events.ConnectionTerminated:
+                self.closed = True
+                name = getattr(ev.error_code, "name", str(ev.error_code))
+                out.append(ConnectionClosed(int(ev.error_code), f"connection closed by peer (GOAWAY {name})"))
+            elif t is h2.events.RequestReceived or t is h2.events.ResponseReceived:
+                self._on_headers(ev, out)
+                if ev.stream_ended is not None:
+                    self._on_end(ev.stream_id, out)
+            elif t is h2.events.InformationalResponseReceived or t is h2.events.TrailersReceived:
+                pass
+        if flush_all:
+            for sid, st in list(self._streams.items()):
+                if st.out and self._flush(sid, st):
+                    out.append(WindowOpened(sid))
+        return out
+
+    def _on_data(self, ev: h2.events.DataReceived, out: list[Event]) -> None:
+        st = self._streams.get(ev.stream_id)
+        if st is None:
+            self._conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            return
+        try:
+            st.state = next_state(st.state, "recv_data")
+        except ProtocolError as e:
+            self._conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            self._stream_error(ev.stream_id, e, out)
+            return
+        if ev.data or ev.flow_controlled_length:
+            out.append(Data(ev.stream_id, ev.data, ev.flow_controlled_length))
+
+    def _on_end(self, stream_id: int, out: list[Event]) -> None:
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        try:
+            st.state = next_state(st.state, "recv_end")
+        except ProtocolError as e:
+            self._stream_error(stream_id, e, out)
+            return
+        out.append(StreamEnded(stream_id))
+        self._maybe_forget(stream_id, st)
+
+    def _stream_error(self, stream_id: int, e: ProtocolError, out: list[Event]) -> None:
+        code = int(e.code) if isinstance(e.code, int) else int(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        self.reset(stream_id, code)
+        out.append(StreamReset(stream_id, code, False))
+
+    def _on_headers(self, ev: h2.events.Event, out: list[Event]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class HboneClient(_HboneConnection):
+    """The ztunnel -> peer:15008 side: opens one CONNECT stream per proxied connection."""
+
+    client_side = True
+
+    def connect(self, authority: str, *, forwarded_for: str, host: str | None = None,
+                baggage: str | None = None, trace: str | None = None,
+                extra: Iterable[tuple[str, str]] = ()) -> int:
+        """Send ``CONNECT authority`` and return the stream id."""
+        sid = self._conn.get_next_available_stream_id()
+        headers = [(":method", "CONNECT"), (":authority", authority)]
+        if baggage is not None:
+            headers.append(("baggage", baggage))
+        headers.append(("forwarded", forwarded(forwarded_for, host)))
+        headers.append(("traceparent", trace or traceparent()))
+        headers.extend(extra)
+        st = _Stream()
+        st.state = next_state(st.state, "send_connect")
+        self._streams[sid] = st
+        self._conn.send_headers(sid, headers)
+        return sid
+
+    def _on_headers(self, ev: h2.events.Event, out: list[Event]) -> None:
+        assert isinstance(ev, h2.events.ResponseReceived)
+        st = self._streams.get(ev.stream_id)
+        if st is None:
+            return
+        status = 0
+        for k, v in ev.headers:
+            if k == ":status":
+                status = int(v)
+                break
+        try:
+            st.state = next_state(st.state, "recv_200" if status == 200 else "recv_error")
+        except ProtocolError as e:
+            self._stream_error(ev.stream_id, e, out)
+            return
+        out.append(Response(ev.stream_id, status))
+        if status != 200:
+            self.reset(ev.stream_id)
+
+
+class HboneServer(_HboneConnection):
+    """The :15008 side: validates CONNECT requests; the driver decides policy and upstream."""
+
+    client_side = False
+
+    def _on_headers(self, ev: h2.events.Event, out: list[Event]) -> None:
+        assert isinstance(ev, h2.events.RequestReceived)
+        sid = ev.stream_id
+        headers = dict(ev.headers)
+        st = _Stream()
+        st.state = next_state(st.state, "recv_connect")
+        self._streams[sid] = st
+        method = headers.get(":method", "")
+        if method != "CONNECT":
+            self._reject(sid, 400, f"method {method} not allowed (only CONNECT)", out)
+            return
+        try:
+            host, port = parse_authority(headers.get(":authority", ""))
+        except ValueError as e:
+            self._reject(sid, 400, str(e), out)
+            return
+        out.append(ConnectRequest(sid, host, port, headers))
+
+    def _reject(self, stream_id: int, status: int, reason: str, out: list[Event]) -> None:
+        self.respond(stream_id, status)
+        out.append(RequestRejected(stream_id, status, reason))
+
+    def respond(self, stream_id: int, status: int) -> None:
+        """200 opens the tunnel; anything else ends the stream (400/401/503...)."""
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        ok = status == 200
+        st.state = next_state(st.state, "send_200" if ok else "send_error")
+        self._conn.send_headers(stream_id, [(":status", str(status))], end_stream=not ok)
+        if not ok:
+            self._streams.pop(stream_id, None)

@@ -1,0 +1,213 @@
+"""The ztunnel process: listener sets, metrics (15020), readiness (15021), registry reload.
+
+A :class:`ListenerSet` is ztunnel's three proxies (15001, 15006, 15008) for one
+:class:`~netlab.runtime.ztunnel.proxy.Scope`: one set for the node in node-routing, one per
+pod in in-pod mode. It owns its listening sockets and every connection task it spawned, so
+closing it leaves nothing behind (in-pod: no fd of the pod's netns stays open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+from netlab.runtime.tasks import create_task
+from netlab.runtime.ztunnel import certs
+from netlab.runtime.ztunnel.accesslog import AccessLog
+from netlab.runtime.ztunnel.config import Config
+from netlab.runtime.ztunnel.proxy import (
+    HBONE_PORT,
+    INBOUND_PLAIN_PORT,
+    OUTBOUND_PORT,
+    Metrics,
+    Proxy,
+    Scope,
+)
+from netlab.runtime.ztunnel.registry import Registry
+from netlab.runtime.ztunnel.sockets import NodeSocketFactory
+from netlab.runtime.ztunnel.tls import Contexts
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[socket.socket, Scope], Awaitable[None]]
+
+
+class ListenerSet:
+    """15001/15006/15008 for one scope; ``open()`` is all-or-nothing."""
+
+    def __init__(self, proxy: Proxy, scope: Scope, name: str) -> None:
+        self.proxy = proxy
+        self.scope = scope
+        self.name = name
+        self.sockets: list[socket.socket] = []
+        self._accept_tasks: list[asyncio.Task[None]] = []
+        self._conn_tasks: set[asyncio.Task[None]] = set()
+
+    def open(self) -> None:
+        try:
+            for port in (OUTBOUND_PORT, INBOUND_PLAIN_PORT, HBONE_PORT):
+                self.sockets.append(self.scope.factory.listener(port))
+        except BaseException:
+            for s in self.sockets:
+                s.close()
+            self.sockets.clear()
+            raise
+
+    def start(self) -> None:
+        p = self.proxy
+        handlers: tuple[Handler, ...] = (p.outbound, p.inbound_plain, p.inbound_hbone)
+        for sock, handler in zip(self.sockets, handlers, strict=True):
+            port = sock.getsockname()[1]
+            self._accept_tasks.append(create_task(self._accept(sock, handler), name=f"accept {self.name}:{port}"))
+
+    async def _accept(self, lsock: socket.socket, handler: Handler) -> None:
+        loop = asyncio.get_running_loop()
+        port = lsock.getsockname()[1]
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(lsock)
+            except OSError as e:
+                log.error("accept on %s:%d failed: %s", self.name, port, e)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = create_task(handler(conn, self.scope), name=f"conn {self.name}:{port}")
+            self._conn_tasks.add(t)
+            t.add_done_callback(self._conn_tasks.discard)
+
+    async def close(self) -> None:
+        for t in self._accept_tasks:
+            t.cancel()
+        for s in self.sockets:
+            s.close()
+        self.sockets.clear()
+        tasks = list(self._conn_tasks)
+        for t in tasks:
+            t.cancel()
+        if self._accept_tasks or tasks:
+            await asyncio.wait(self._accept_tasks + tasks, timeout=5)
+        self._accept_tasks.clear()
+
+
+async def _http_responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          route: Callable[[str], tuple[int, str]]) -> None:
+    try:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        parts = line.decode("latin-1").split()
+        path = parts[1] if len(parts) >= 2 else "/"
+        while await asyncio.wait_for(reader.readline(), 5) not in (b"\r\n", b"\n", b""):
+            pass
+        status, body = route(path)
+        reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
+        data = body.encode()
+        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        await writer.drain()
+    except (TimeoutError, OSError, UnicodeError):
+        pass
+    finally:
+        writer.close()
+
+
+class Ztunnel:
+    """One ztunnel process (node-routing: one listener set for the node)."""
+
+    def __init__(self, config: Config, access_log: AccessLog) -> None:
+        self.config = config
+        self.registry = Registry.load(config.registry)
+        self.contexts = Contexts(config.certs_dir, config.trust_domain)
+        self.metrics = Metrics()
+        self.proxy = Proxy(node=config.node, mode=config.mode, registry=self.registry, contexts=self.contexts,
+                           access_log=access_log, metrics=self.metrics)
+        self.node_set: ListenerSet | None = None
+        self.pod_manager = None
+        self.ready = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._ensure_certs()
+
+    def _ensure_certs(self) -> None:
+        ids = [self.registry.identity(w) for w in self.registry.workloads.values()]
+        certs.ensure_identities(self.config.certs_dir, ids)
+        self.contexts.clear()
+
+    def _route(self, path: str) -> tuple[int, str]:
+        if path.startswith("/healthz/ready"):
+            return (200, "ready\n") if self.ready else (503, "not ready\n")
+        if path in ("/metrics", "/stats/prometheus"):
+            return 200, self.metrics.render()
+        return 404, "not found\n"
+
+    async def start(self) -> None:
+        cfg = self.config
+        for port in (cfg.metrics_port, cfg.readiness_port):
+            srv = await asyncio.start_server(lambda r, w: _http_responder(r, w, self._route), "0.0.0.0", port,
+                                             reuse_address=True)
+            self._servers.append(srv)
+        if cfg.mode == "node-routing":
+            scope = Scope(factory=NodeSocketFactory(mark=cfg.mark), workload_uid=None, spoof_outbound=True)
+            self.node_set = ListenerSet(self.proxy, scope, f"node {cfg.node}")
+            self.node_set.open()
+            self.node_set.start()
+        else:
+            from netlab.runtime.ztunnel.podmanager import PodManager
+
+            self.pod_manager = PodManager(self.proxy)
+            if cfg.zds_socket:
+                self._tasks.append(create_task(self._run_zds(cfg.zds_socket), name="zds client"))
+        self._tasks.append(create_task(self._housekeeping(), name="ztunnel housekeeping"))
+        self.ready = True
+        log.info("ztunnel %s ready (mode %s, pid %d)", cfg.node, cfg.mode, os.getpid())
+        from netlab.runtime.ready import notify_ready
+
+        notify_ready()
+
+    async def _run_zds(self, path: str) -> None:
+        try:
+            from netlab.runtime import zds_client  # type: ignore[attr-defined]  # someone else's module
+        except ImportError as e:
+            log.error("in-pod mode: ZDS client unavailable (%s); pods can only be added through the API", e)
+            return
+        try:
+            await zds_client.run(path, self.pod_manager)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ZDS client stopped")
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if self.registry.reload():
+                    self._ensure_certs()
+            except Exception:  # keep serving with the old registry
+                log.exception("registry reload failed")
+            self.proxy.pool.reap()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        self.ready = False
+        for t in self._tasks:
+            t.cancel()
+        for srv in self._servers:
+            srv.close()
+        if self.node_set is not None:
+            await self.node_set.close()
+        if self.pod_manager is not None:
+            await self.pod_manager.close()
+        self.proxy.pool.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)

@@ -1,0 +1,120 @@
+"""In-pod mode: PodManager opens the pod's listeners inside the pod netns and closes everything on delete."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import subprocess
+
+import pytest
+from ztlab import run
+
+from netlab.runtime import nsenter
+from netlab.runtime.ztunnel import certs
+from netlab.runtime.ztunnel.accesslog import AccessLog
+from netlab.runtime.ztunnel.podmanager import PodManager, WorkloadInfo
+from netlab.runtime.ztunnel.proxy import Proxy
+from netlab.runtime.ztunnel.registry import Registry
+from netlab.runtime.ztunnel.tls import Contexts
+
+pytestmark = pytest.mark.root
+
+POD_IP = "10.244.3.5"
+
+
+@pytest.fixture
+def pod_ns() -> str:
+    name = f"nl-zt{os.getpid() % 100000}-p"
+    run("ip", "netns", "add", name)
+    try:
+        run("ip", "link", "set", "lo", "up", ns=name)
+        run("ip", "addr", "add", f"{POD_IP}/32", "dev", "lo", ns=name)  # no dummy module needed
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _listeners(ns: str) -> dict[int, str]:
+    out = run("ss", "-Htlnp", ns=ns)
+    got = {}
+    for line in out.splitlines():
+        cols = line.split()
+        port = int(cols[3].rsplit(":", 1)[1])
+        got[port] = line
+    return got
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_podmanager_add_del_listeners_and_fds(pod_ns: str, tmp_path) -> None:
+    """add -> 15001/15006/15008 in the pod netns owned by this pid (mark 0x539); del -> gone, fds back."""
+    reg = Registry.from_dict({"trust_domain": "cluster.local", "workloads": [
+        {"uid": "default/pod1", "name": "pod1", "namespace": "default", "node": "n1", "ip": POD_IP,
+         "service_account": "pod1", "protocol": "HBONE"}]})
+    certs.ensure_identities(str(tmp_path), reg.identities())
+    proxy = Proxy(node="n1", mode="inpod", registry=reg, contexts=Contexts(str(tmp_path)), access_log=AccessLog(io.StringIO()))
+    info = WorkloadInfo(name="pod1", namespace="default", service_account="pod1")
+
+    async def main() -> None:
+        pm = PodManager(proxy)
+        fd = nsenter.open_netns(pod_ns)
+        base = _fds()
+        try:
+            await pm.add_workload("default/pod1", fd, info)
+            await pm.add_workload("default/pod1", fd, info)  # same inode: no-op
+            assert pm.uids() == {"default/pod1"}
+            ls = await asyncio.to_thread(_listeners, pod_ns)
+            assert {15001, 15006, 15008} <= set(ls), ls
+            for port in (15001, 15006, 15008):
+                assert f"pid={os.getpid()}," in ls[port], ls[port]
+            # the listener answers inside the pod netns (and only there)
+            loop = asyncio.get_running_loop()
+            with nsenter.netns(pod_ns):
+                c = socket.socket()
+            c.setblocking(False)
+            await loop.sock_connect(c, (POD_IP, 15008))
+            c.close()
+            assert (await asyncio.to_thread(run, "ss", "-Htlnpe", "sport = :15001", ns=pod_ns)).count("15001") == 1
+            await pm.del_workload("default/pod1")
+            await asyncio.sleep(0.05)
+            assert pm.uids() == set()
+            ls = await asyncio.to_thread(_listeners, pod_ns)
+            assert not {15001, 15006, 15008} & set(ls), ls
+            assert _fds() == base
+            # re-add, then drain_except({}) removes it
+            await pm.add_workload("default/pod1", fd, info)
+            await pm.drain_except(set())
+            assert pm.uids() == set() and _fds() == base
+        finally:
+            os.close(fd)
+            await pm.close()
+
+    asyncio.run(main())
+
+
+def test_podmanager_socket_options(pod_ns: str, tmp_path) -> None:
+    """Listeners carry SO_MARK 0x539, SO_REUSEPORT and IP_TRANSPARENT (reference B6)."""
+    from netlab.runtime.ztunnel.sockets import IP_TRANSPARENT, SO_MARK, InpodSocketFactory
+
+    fd = nsenter.open_netns(pod_ns)
+    try:
+        s = InpodSocketFactory(fd).listener(15001)
+        try:
+            assert s.getsockopt(socket.SOL_SOCKET, SO_MARK) == 0x539
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            assert s.getsockopt(socket.SOL_IP, IP_TRANSPARENT) == 1
+            assert os.stat(f"/proc/self/fd/{s.fileno()}") is not None
+        finally:
+            s.close()
+        u = InpodSocketFactory(fd).upstream(bind_ip="10.9.9.9")
+        try:
+            assert u.getsockopt(socket.SOL_SOCKET, SO_MARK) == 0x539
+            assert u.getsockname()[0] == "10.9.9.9"
+        finally:
+            u.close()
+    finally:
+        os.close(fd)

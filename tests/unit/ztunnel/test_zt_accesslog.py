@@ -1,0 +1,66 @@
+"""Access-log lines in ztunnel's exact format (reference section C)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from netlab.runtime.ztunnel.accesslog import AccessLog, ConnRecord, debug_quote, format_line
+
+NOW = datetime(2024, 4, 11, 15, 38, 42, 182974, tzinfo=UTC)
+
+
+def test_reference_example_outbound() -> None:
+    """The section-C example, byte for byte."""
+    r = ConnRecord(direction="outbound", src_addr="10.244.0.24:46238", dst_addr="10.244.0.42:15008",
+                   src_workload="shell-6d8bcd654d-t88gp", src_namespace="default",
+                   src_identity="spiffe://cluster.local/ns/default/sa/default", dst_hbone_addr="10.96.108.116:80",
+                   dst_service="echo.default.svc.cluster.local", bytes_sent=67, bytes_recv=490)
+    assert format_line(r, now=NOW, duration_ms=13) == (
+        "2024-04-11T15:38:42.182974Z\tinfo\taccess\tconnection complete\t"
+        'src.addr=10.244.0.24:46238 src.workload="shell-6d8bcd654d-t88gp" src.namespace="default" '
+        'src.identity="spiffe://cluster.local/ns/default/sa/default" dst.addr=10.244.0.42:15008 '
+        'dst.hbone_addr=10.96.108.116:80 dst.service="echo.default.svc.cluster.local" direction="outbound" '
+        'bytes_sent=67 bytes_recv=490 duration="13ms"')
+
+
+def test_seed_inbound_all_fields() -> None:
+    """All 14 fields, in order (seed 002's inbound line)."""
+    r = ConnRecord(direction="inbound", src_addr="10.28.2.19:58000", dst_addr="10.28.2.18:15008",
+                   src_workload="bookinfo-gateway-istio-64fc6d75d6-s442s", src_namespace="default",
+                   src_identity="spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio",
+                   dst_hbone_addr="10.28.2.18:9080", dst_service="productpage.default.svc.cluster.local",
+                   dst_workload="productpage-v1-57ffb6658c-tgbjs", dst_namespace="default",
+                   dst_identity="spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+                   bytes_sent=9603, bytes_recv=2052)
+    line = format_line(r, now=datetime(2024, 11, 16, 10, 33, 1, 410751, tzinfo=UTC), duration_ms=2110)
+    assert line == (
+        "2024-11-16T10:33:01.410751Z\tinfo\taccess\tconnection complete\tsrc.addr=10.28.2.19:58000 "
+        'src.workload="bookinfo-gateway-istio-64fc6d75d6-s442s" src.namespace="default" '
+        'src.identity="spiffe://cluster.local/ns/default/sa/bookinfo-gateway-istio" dst.addr=10.28.2.18:15008 '
+        'dst.hbone_addr=10.28.2.18:9080 dst.service="productpage.default.svc.cluster.local" '
+        'dst.workload="productpage-v1-57ffb6658c-tgbjs" dst.namespace="default" '
+        'dst.identity="spiffe://cluster.local/ns/default/sa/bookinfo-productpage" direction="inbound" '
+        'bytes_sent=9603 bytes_recv=2052 duration="2110ms"')
+
+
+def test_error_line_level_and_error_last() -> None:
+    """Failures log at error with error="..." after duration; absent fields omitted."""
+    r = ConnRecord(direction="outbound", src_addr="10.0.0.1:1", dst_addr="10.0.0.2:15008",
+                   error='http status: 503 Service "Unavailable"')
+    assert format_line(r, now=NOW, duration_ms=0) == (
+        "2024-04-11T15:38:42.182974Z\terror\taccess\tconnection complete\tsrc.addr=10.0.0.1:1 dst.addr=10.0.0.2:15008 "
+        'direction="outbound" bytes_sent=0 bytes_recv=0 duration="0ms" error="http status: 503 Service \\"Unavailable\\""')
+
+
+def test_debug_quote_escapes() -> None:
+    """Rust Debug quoting: quotes, backslashes, control characters."""
+    assert debug_quote('a"b\\c\nd\te') == '"a\\"b\\\\c\\nd\\te"'
+    assert debug_quote("\x01") == '"\\u{1}"'
+
+
+def test_access_log_writes_one_line() -> None:
+    """AccessLog.complete writes the line with a newline and returns it."""
+    buf = io.StringIO()
+    line = AccessLog(buf).complete(ConnRecord(direction="inbound", src_addr="1.1.1.1:1", dst_addr="2.2.2.2:2"))
+    assert buf.getvalue() == line + "\n" and line.split("\t")[1:4] == ["info", "access", "connection complete"]

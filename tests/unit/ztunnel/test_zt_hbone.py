@@ -1,0 +1,182 @@
+"""HBONE CONNECT transcripts: bytes in >> events out, no sockets (STYLE §11, §13)."""
+
+from __future__ import annotations
+
+import re
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from netlab.errors import ProtocolError
+from netlab.runtime.ztunnel import hbone
+from netlab.runtime.ztunnel.hbone import (
+    ConnectRequest,
+    Data,
+    HboneClient,
+    HboneServer,
+    RequestRejected,
+    Response,
+    S,
+    StreamEnded,
+    StreamReset,
+)
+
+
+def pair() -> tuple[HboneClient, HboneServer]:
+    c, s = HboneClient(), HboneServer()
+    assert s.receive_data(c.data_to_send()) == []
+    assert c.receive_data(s.data_to_send()) == []
+    assert s.receive_data(c.data_to_send()) == []  # settings ACKs
+    return c, s
+
+
+def open_tunnel(c: HboneClient, s: HboneServer) -> int:
+    sid = c.connect("10.244.1.7:9080", forwarded_for="10.244.0.5:40000", host="productpage.default.svc.cluster.local")
+    [req] = s.receive_data(c.data_to_send())
+    assert isinstance(req, ConnectRequest)
+    s.respond(sid, 200)
+    assert c.receive_data(s.data_to_send()) == [Response(sid, 200)]
+    return sid
+
+
+def raw_client() -> h2.connection.H2Connection:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    return conn
+
+
+def test_connect_request_headers_1_22() -> None:
+    """CONNECT carries :authority ip:port, baggage, forwarded for="ip:port";host=..., traceparent."""
+    c, s = pair()
+    bag = hbone.baggage(cluster="Kubernetes", namespace="default", workload_type="deployment", workload="sleep",
+                        service="sleep", revision="v1")
+    sid = c.connect("10.244.1.7:9080", forwarded_for="10.244.0.5:40000", host="productpage.default.svc.cluster.local",
+                    baggage=bag)
+    [req] = s.receive_data(c.data_to_send())
+    assert (req.stream_id, req.host, req.port, req.authority) == (sid, "10.244.1.7", 9080, "10.244.1.7:9080")
+    h = req.headers
+    assert h[":method"] == "CONNECT" and ":path" not in h and ":scheme" not in h
+    assert h["baggage"] == ("k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=sleep,"
+                            "service.name=sleep,service.version=v1")
+    assert h["forwarded"] == 'for="10.244.0.5:40000";host=productpage.default.svc.cluster.local'
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", h["traceparent"])
+
+
+def test_windows_and_frame_size_are_ztunnels() -> None:
+    """SETTINGS: 4 MiB stream window, 1 MiB max frame; connection window raised to 16 MiB."""
+    c, s = pair()
+    for side in (c, s):
+        assert side._conn.local_settings.initial_window_size == 4 * 1024 * 1024
+        assert side._conn.local_settings.max_frame_size == 1024 * 1024
+        assert side._conn.inbound_flow_control_window == 16 * 1024 * 1024
+    assert c._conn.max_outbound_frame_size == 1024 * 1024
+
+
+def test_tunnel_data_both_ways_and_half_close() -> None:
+    """200 opens the tunnel; END_STREAM from the client is a half-close; server keeps sending."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    c.send_data(sid, b"GET / HTTP/1.1\r\n\r\n")
+    c.end_stream(sid)
+    evs = s.receive_data(c.data_to_send())
+    assert evs == [Data(sid, b"GET / HTTP/1.1\r\n\r\n", 18), StreamEnded(sid)]
+    assert s._streams[sid].state is S.REMOTE_CLOSED
+    s.send_data(sid, b"HTTP/1.1 200 OK\r\n\r\n")
+    assert c.receive_data(s.data_to_send()) == [Data(sid, b"HTTP/1.1 200 OK\r\n\r\n", 19)]
+    s.end_stream(sid)
+    assert c.receive_data(s.data_to_send()) == [StreamEnded(sid)]
+    assert sid not in c._streams and sid not in s._streams
+
+
+def test_non_connect_gets_400() -> None:
+    """A GET on :15008 is answered 400 by the core itself."""
+    s = HboneServer()
+    c = raw_client()
+    s.receive_data(c.data_to_send())
+    c.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")], end_stream=True)
+    assert s.receive_data(c.data_to_send()) == [RequestRejected(1, 400, "method GET not allowed (only CONNECT)")]
+    evs = c.receive_data(s.data_to_send())
+    resp = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(resp[0].headers)[":status"] == "400"
+
+
+@pytest.mark.parametrize("authority", ["productpage:9080", "10.0.0.1", "10.0.0.1:99999", "10.0.0.1:x"],
+                         ids=["hostname", "no-port", "port-range", "port-nan"])
+def test_bad_authority_gets_400(authority: str) -> None:
+    """:authority must be ip:port."""
+    s = HboneServer()
+    c = raw_client()
+    s.receive_data(c.data_to_send())
+    c.send_headers(1, [(":method", "CONNECT"), (":authority", authority)])
+    [ev] = s.receive_data(c.data_to_send())
+    assert isinstance(ev, RequestRejected) and ev.status == 400
+
+
+@pytest.mark.parametrize("status", [401, 503], ids=["policy-deny", "port-closed"])
+def test_error_status_closes_stream(status: int) -> None:
+    """401 (policy) / 503 (upstream refused) end the stream; the client sees the status."""
+    c, s = pair()
+    sid = c.connect("10.244.1.7:9080", forwarded_for="10.0.0.1:1")
+    s.receive_data(c.data_to_send())
+    s.respond(sid, status)
+    assert c.receive_data(s.data_to_send()) == [Response(sid, status)]
+    assert sid not in c._streams and sid not in s._streams
+
+
+def test_flow_control_buffers_until_ack() -> None:
+    """Beyond the 4 MiB stream window data waits in the core until the peer acks."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    c.send_data(sid, b"x" * (6 * 1024 * 1024))
+    assert c.buffered(sid) == 2 * 1024 * 1024
+    evs = s.receive_data(c.data_to_send())
+    data = [e for e in evs if isinstance(e, Data)]
+    assert sum(len(e.data) for e in data) == 4 * 1024 * 1024
+    assert max(len(e.data) for e in data) == 1024 * 1024  # 1 MiB frames
+    assert c.receive_data(s.data_to_send()) == []  # nothing acked yet: no window update
+    for e in data:
+        s.ack(sid, e.flow_len)
+    evs = c.receive_data(s.data_to_send())
+    assert evs == [hbone.WindowOpened(sid)] and c.buffered(sid) == 0
+
+
+def test_reset_by_peer() -> None:
+    """RST_STREAM from the peer becomes StreamReset(remote=True)."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    s.reset(sid)
+    assert c.receive_data(s.data_to_send()) == [StreamReset(sid, 8, True)]
+
+
+def test_goaway_closes_connection() -> None:
+    """GOAWAY NO_ERROR is a graceful close (error_code 0)."""
+    c, s = pair()
+    c.close()
+    [ev] = s.receive_data(c.data_to_send())
+    assert isinstance(ev, hbone.ConnectionClosed) and ev.error_code == 0
+
+
+def test_garbage_is_a_connection_error() -> None:
+    """Not HTTP/2 at all: ConnectionClosed with PROTOCOL_ERROR and a GOAWAY out."""
+    s = HboneServer()
+    s.data_to_send()
+    [ev] = s.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(ev, hbone.ConnectionClosed) and ev.error_code == 1
+    assert s.closed and s.data_to_send()
+
+
+def test_state_table_rejects_illegal_transition() -> None:
+    """(state, input) pairs outside the table raise ProtocolError with the HTTP/2 code."""
+    assert hbone.next_state(S.IDLE, "send_connect") is S.CONNECTING
+    with pytest.raises(ProtocolError) as e:
+        hbone.next_state(S.CLOSED, "send_data")
+    assert e.value.code == 1
+
+
+@pytest.mark.parametrize("text,expected", [("10.0.0.1:80", ("10.0.0.1", 80)), ("[fd00::1]:443", ("fd00::1", 443))],
+                         ids=["v4", "v6"])
+def test_parse_authority(text: str, expected: tuple[str, int]) -> None:
+    """ip:port and [v6]:port."""
+    assert hbone.parse_authority(text) == expected

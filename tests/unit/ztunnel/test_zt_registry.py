@@ -1,0 +1,107 @@
+"""Registry: lookups, round robin, identities, L4 policy, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from netlab.runtime.ztunnel.registry import Registry, RegistryError
+
+
+def doc(**over) -> dict:
+    d = {
+        "trust_domain": "cluster.local",
+        "workloads": [
+            {"uid": "default/productpage-v1", "name": "productpage-v1", "namespace": "default", "node": "w2",
+             "ip": "10.244.1.7", "service_account": "bookinfo-productpage", "protocol": "HBONE",
+             "labels": {"app": "productpage", "version": "v1"}},
+            {"uid": "default/reviews-v1", "name": "reviews-v1", "namespace": "default", "node": "w2",
+             "ip": "10.244.1.8", "service_account": "bookinfo-reviews", "protocol": "HBONE", "labels": {"app": "reviews"}},
+            {"uid": "default/reviews-v2", "name": "reviews-v2", "namespace": "default", "node": "w2",
+             "ip": "10.244.1.9", "service_account": "bookinfo-reviews", "protocol": "TCP", "labels": {"app": "reviews"}},
+        ],
+        "services": [
+            {"name": "productpage", "namespace": "default", "hostname": "productpage.default.svc.cluster.local",
+             "vip": "10.96.0.10", "ports": [{"port": 9080, "target_port": 9080}],
+             "endpoints": ["default/productpage-v1"]},
+            {"name": "reviews", "namespace": "default", "hostname": "reviews.default.svc.cluster.local",
+             "vip": "10.96.0.11", "ports": [{"port": 80, "target_port": 9080}],
+             "endpoints": ["default/reviews-v1", "default/reviews-v2", "default/missing"]},
+        ],
+        "ztunnels": [{"node": "w2", "ip": "10.244.1.2"}],
+        "policies": [],
+    }
+    d.update(over)
+    return d
+
+
+def test_lookups_and_identity() -> None:
+    """By IP, by VIP:port, identity = spiffe://td/ns/N/sa/S, protocol flag."""
+    r = Registry.from_dict(doc())
+    w = r.workload_by_ip("10.244.1.7")
+    assert w is not None and w.hbone and r.identity(w) == "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+    assert r.workload_by_ip("10.244.9.9") is None
+    assert r.service_by_vip("10.96.0.10", 9081) is None
+    svc, port = r.service_by_vip("10.96.0.11", 80)
+    assert svc.hostname == "reviews.default.svc.cluster.local" and port.target_port == 9080
+    assert not r.workload_by_ip("10.244.1.9").hbone
+    assert r.service_for(w, 9080).name == "productpage"
+    assert r.ztunnels == {"w2": "10.244.1.2"}
+
+
+def test_round_robin_skips_unknown_endpoints() -> None:
+    """Endpoints rotate; uids not in the registry are skipped."""
+    r = Registry.from_dict(doc())
+    svc, _ = r.service_by_vip("10.96.0.11", 80)
+    assert [r.pick_endpoint(svc).name for _ in range(4)] == ["reviews-v1", "reviews-v2"] * 2
+
+
+@pytest.mark.parametrize("policies,port,src,allowed", [
+    ([], 9080, None, True),
+    ([{"name": "deny-notsleep", "namespace": "default", "action": "DENY", "selector": {"app": "productpage"},
+       "principals": ["spiffe://cluster.local/ns/default/sa/notsleep"], "ports": [9080]}],
+     9080, "spiffe://cluster.local/ns/default/sa/notsleep", False),
+    ([{"name": "deny-notsleep", "namespace": "default", "action": "DENY", "selector": {"app": "productpage"},
+       "principals": ["spiffe://cluster.local/ns/default/sa/notsleep"], "ports": [9080]}],
+     9080, "spiffe://cluster.local/ns/default/sa/sleep", True),
+    ([{"name": "deny-other-port", "namespace": "default", "action": "DENY", "selector": None,
+       "principals": [], "ports": [1234]}], 9080, None, True),
+    ([{"name": "allow-sleep", "namespace": "default", "action": "ALLOW", "selector": None,
+       "principals": ["spiffe://cluster.local/ns/default/sa/sleep"], "ports": []}],
+     9080, "spiffe://cluster.local/ns/default/sa/sleep", True),
+    ([{"name": "allow-sleep", "namespace": "default", "action": "ALLOW", "selector": None,
+       "principals": ["spiffe://cluster.local/ns/default/sa/sleep"], "ports": []}], 9080, None, False),
+    ([{"name": "other-ns", "namespace": "prod", "action": "DENY", "selector": None, "principals": [], "ports": []}],
+     9080, None, True),
+], ids=["no-policy", "deny-match", "deny-other-principal", "deny-other-port", "allow-match", "allow-plaintext",
+        "other-namespace"])
+def test_policy(policies: list, port: int, src: str | None, allowed: bool) -> None:
+    """DENY wins; ALLOW policies require a match; plaintext matches no principal."""
+    r = Registry.from_dict(doc(policies=policies))
+    assert r.check_policy(r.workload_by_ip("10.244.1.7"), port, src)[0] is allowed
+
+
+def test_reload_on_mtime_and_keep_old_on_error(tmp_path) -> None:
+    """reload() picks up a changed file; a broken file keeps the previous registry."""
+    p = tmp_path / "registry.json"
+    p.write_text(json.dumps(doc()))
+    r = Registry.load(str(p))
+    assert not r.reload()
+    d = doc()
+    d["workloads"] = d["workloads"][:1]
+    p.write_text(json.dumps(d))
+    os.utime(p, (1, 1))
+    assert r.reload() and len(r.workloads) == 1
+    p.write_text("{not json")
+    os.utime(p, (2, 2))
+    assert not r.reload() and len(r.workloads) == 1
+
+
+def test_malformed_registry_is_a_clear_error(tmp_path) -> None:
+    """A missing key names its place."""
+    p = tmp_path / "registry.json"
+    p.write_text(json.dumps({"workloads": [{"uid": "x"}]}))
+    with pytest.raises(RegistryError, match=r"workloads\[0\]: missing key 'name'"):
+        Registry.load(str(p))
