@@ -29,8 +29,8 @@ import struct
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab.errors import ApplyError
 from netlab import nsenter
+from netlab.errors import ApplyError
 
 log = logging.getLogger(__name__)
 
