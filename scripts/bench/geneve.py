@@ -12,10 +12,10 @@ each path it measures, node -> ztunnel pod:
 * ``udp_rr``: UDP request/response transactions per second (one in flight: latency-bound).
 
 Paths: ``veth`` (10.244.9.1 -> .2, no tunnel) and ``geneve`` (192.168.127.1 -> .2 over istioout,
-VNI 1001, through the forwarder). ``--variants`` adds forwarder variants (``plain`` = no offload,
-``epoll`` = single thread) to back the design choice. Traffic stays inside the bench namespaces.
+VNI 1001, through the forwarder). ``--variants`` adds forwarder variants (``threads`` = one thread
+per fd, ``plain`` = no offload) to back the design choice. Traffic stays inside the bench namespaces.
 
-    sudo python scripts/bench/geneve.py [--seconds 3] [--variants offload,plain,epoll,plain-epoll]
+    sudo python scripts/bench/geneve.py [--seconds 3] [--variants epoll,threads,plain,plain-threads]
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from netlab.runtime import nsenter  # noqa: E402
 
 NODE, ZT = "nl-gv-bnode", "nl-gv-bzt"
 NODE_IP, ZT_IP = "10.244.9.1", "10.244.9.2"
-VARIANTS = {
-    "offload": ["--io", "threads"],
-    "plain": ["--no-offload", "--io", "threads"],
+VARIANTS = {  # the forwarder's default is "epoll" (offload on, one epoll thread)
     "epoll": ["--io", "epoll"],
-    "plain-epoll": ["--no-offload", "--io", "epoll"],
+    "threads": ["--io", "threads"],
+    "plain": ["--no-offload", "--io", "epoll"],
+    "plain-threads": ["--no-offload", "--io", "threads"],
 }
 TUNNELS = (("istioin", "pistioin", "192.168.126.1", "192.168.126.2"),
            ("istioout", "pistioout", "192.168.127.1", "192.168.127.2"))
@@ -270,8 +270,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     ap.add_argument("--max-bytes", type=int, default=8 << 30, help="cap on the TCP transfer")
     ap.add_argument("--udp-size", type=int, default=64, help="UDP payload bytes for the pps test")
-    ap.add_argument("--variants", default="offload",
-                    help=f"comma list of forwarder variants among {','.join(VARIANTS)} (default offload)")
+    ap.add_argument("--variants", default="epoll",
+                    help=f"comma list of forwarder variants among {','.join(VARIANTS)} (default epoll)")
     ap.add_argument("--json-out", default="bench-results/geneve.json")
     args = ap.parse_args()
     if os.geteuid() != 0:

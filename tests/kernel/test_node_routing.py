@@ -150,7 +150,16 @@ def curl(lab: str, pod: str, url: str) -> str:
 
 def capture(ns: str, iface: str, traffic, filt: str = "udp port 6081") -> list[tuple[str, str, str]]:
     """Run ``traffic()`` while tcpdump captures; (vni, proto type, inner dst) of each Geneve packet
-    that carries TCP, decoded by tshark."""
+    that carries TCP, decoded by tshark. One retry: on a loaded 2-core machine tcpdump can miss
+    the first short connection right after it reports "listening"."""
+    for _ in range(3):
+        rows = _capture(ns, iface, traffic, filt)
+        if rows:
+            return rows
+    return rows
+
+
+def _capture(ns: str, iface: str, traffic, filt: str) -> list[tuple[str, str, str]]:
     if not shutil.which("tshark"):
         pytest.skip("tshark not installed")
     pcap = f"/tmp/{ns}-{os.getpid()}.pcap"
@@ -158,6 +167,7 @@ def capture(ns: str, iface: str, traffic, filt: str = "udp port 6081") -> list[t
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in p.stderr.readline()  # capture really started before traffic
+        time.sleep(0.2)
         traffic()
         time.sleep(0.3)
     finally:

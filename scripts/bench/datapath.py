@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Data path benchmark: direct pod-to-pod (no mesh) vs through the mesh, in the same run.
+
+For each mode (none = the baseline, node-routing, inpod) a two-node lab is stood up: a
+client pod on node1, an echo server on node2 behind a service. The bench opens its sockets
+inside the client pod's netns (one thread switched in, the socket stays there), so every
+packet takes the real pod path: kube-proxy DNAT when direct; ipset mark, Geneve tunnel,
+TPROXY, ztunnel, HBONE/mTLS when meshed. Measures small-request latency p50/p99 and
+requests/s with 1 and 32 keep-alive connections, and bulk MB/s. Bounded in time and count.
+Prints a table, writes JSON (default bench-results/datapath.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+
+from netlab import nsenter
+from netlab.runtime import lab as lablib
+
+TOPO = {"name": "bdp", "nodes": [{"name": "node1"}, {"name": "node2"}],
+        "namespaces": [{"name": "default", "labels": {"istio.io/dataplane-mode": "ambient"}}],
+        "pods": [{"name": "client", "node": "node1", "app": "sleep", "labels": {"app": "client"}},
+                 {"name": "server", "node": "node2", "app": "echo", "labels": {"app": "server"}}],
+        "services": [{"name": "server", "selector": {"app": "server"}, "ports": [9080]}]}
+REQ = b"GET /small HTTP/1.1\r\nHost: server\r\n\r\n"
+
+
+def conn(ns: str, addr: tuple[str, int]) -> socket.socket:
+    with nsenter.netns(ns):
+        s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.connect(addr)
+    return s
+
+
+def read_response(s: socket.socket, buf: bytearray) -> int:
+    """Read one HTTP/1.1 response with Content-Length; returns body length."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    got = len(rest)
+    while got < n:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("closed")
+        got += len(chunk)
+    buf.clear()
+    buf += rest[n:] if got == len(rest) else b""
+    return n
+
+
+def rr(ns: str, addr, conns: int, seconds: float, max_req: int = 200000) -> dict:
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker() -> None:
+        s = conn(ns, addr)
+        buf = bytearray()
+        mine = []
+        while time.monotonic() < stop and len(mine) < max_req // conns:
+            t = time.perf_counter()
+            s.sendall(REQ)
+            read_response(s, buf)
+            mine.append(time.perf_counter() - t)
+        s.close()
+        with lock:
+            lat.extend(mine)
+
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=worker) for _ in range(conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.monotonic() - t0
+    lat.sort()
+    return {"conns": conns, "requests": len(lat), "rps": round(len(lat) / wall, 1),
+            "p50_us": round(1e6 * statistics.median(lat), 1), "p99_us": round(1e6 * lat[int(len(lat) * 0.99) - 1], 1)}
+
+
+def bulk(ns: str, addr, mib: int) -> dict:
+    s = conn(ns, addr)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    n = mib << 20
+    t0 = time.perf_counter()
+    s.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: server\r\n\r\n".encode())
+    got = read_response(s, bytearray())
+    dt = time.perf_counter() - t0
+    s.close()
+    assert got == n
+    return {"mib": mib, "seconds": round(dt, 3), "mb_s": round(n / dt / 1e6, 1)}
+
+
+def run_mode(mode: str, seconds: float, mib: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(TOPO, f)
+        path = f.name
+    name = "bdp"
+    try:
+        res = lablib.up(path, name=name, mode=mode)
+        ns = "nl-bdp-client"
+        addr = ("10.96.0.10", 9080)
+        rr(ns, addr, 1, 0.5)  # warm-up: pools, ARP, conntrack
+        out = {"mode": mode, "istio_version": res.istio_version, "encap": res.encap,
+               "rr1": rr(ns, addr, 1, seconds), "rr32": rr(ns, addr, 32, seconds), "bulk": bulk(ns, addr, mib)}
+    finally:
+        os.unlink(path)
+        if name in lablib.known_labs():
+            lablib.down(name)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--modes", default="none,node-routing,inpod")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each request/response run")
+    ap.add_argument("--mib", type=int, default=128, help="bulk transfer size")
+    ap.add_argument("--json-out", default="bench-results/datapath.json")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("datapath bench needs root")
+    rows = [run_mode(m, a.seconds, a.mib) for m in a.modes.split(",")]
+    base = next((r for r in rows if r["mode"] == "none"), None)
+    print(f"{'mode':<14}{'rps 1c':>9}{'p50 µs':>9}{'p99 µs':>9}{'rps 32c':>9}{'p50 µs':>9}{'p99 µs':>9}"
+          f"{'bulk MB/s':>11}{'bulk ×direct':>13}{'p50 ×direct':>12}")
+    for r in rows:
+        rel_b = r["bulk"]["mb_s"] / base["bulk"]["mb_s"] if base else float("nan")
+        rel_l = r["rr1"]["p50_us"] / base["rr1"]["p50_us"] if base else float("nan")
+        r["bulk_vs_direct"], r["p50_vs_direct"] = round(rel_b, 3), round(rel_l, 2)
+        print(f"{r['mode']:<14}{r['rr1']['rps']:>9}{r['rr1']['p50_us']:>9}{r['rr1']['p99_us']:>9}"
+              f"{r['rr32']['rps']:>9}{r['rr32']['p50_us']:>9}{r['rr32']['p99_us']:>9}{r['bulk']['mb_s']:>11}"
+              f"{rel_b:>13.2f}{rel_l:>12.2f}")
+    os.makedirs(os.path.dirname(a.json_out) or ".", exist_ok=True)
+    with open(a.json_out, "w") as f:
+        json.dump({"benchmark": "datapath", "cores": os.cpu_count(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
