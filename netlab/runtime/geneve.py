@@ -21,10 +21,11 @@ Fast path (numbers in ``docs/geneve.md``):
   ``gso_size = MTU - IP header - TCP header``; a TCP/UDP checksum field holding exactly the
   pseudo-header sum is partial (``NEEDS_CSUM``) — a full checksum that happens to equal it gives
   the same bytes once completed, so the guess is never wrong in effect.
-* **threads** (default): one thread per readable fd (4 TAPs + 2 sockets), each reading until
-  ``EAGAIN`` and then polling its fd and a shared wake-up pipe; the GIL is released in every
-  syscall, so kernel work of one direction overlaps Python work of another. ``--io epoll`` runs
-  all six in one thread instead.
+* **epoll** (default): one thread, level-triggered epoll over the six fds (4 TAPs + 2 sockets),
+  up to 64 frames per ready fd per round, plus a wake-up pipe for a clean stop. Measured faster
+  than ``--io threads`` (one thread per fd, reading until ``EAGAIN`` then polling) on 2 vCPUs:
+  the threads pay a GIL hand-off and a futex wake-up per hop, which doubles request/response
+  latency, for no throughput gain.
 * zero copies in Python: preallocated buffers, header written in place in front of the frame,
   one ``sendto``/``write`` per frame; big socket buffers.
 
@@ -398,7 +399,7 @@ class Forwarder:
 
     def __init__(self, *, node_netns: str, pod_netns: str, node_ip: str, pod_ip: str,
                  port: int = GENEVE_PORT, tunnels: Sequence[TunnelSpec] = (), offload: bool = True,
-                 io: str = "threads") -> None:
+                 io: str = "epoll") -> None:
         self.node_netns, self.pod_netns = node_netns, pod_netns
         self.node_ip, self.pod_ip, self.port = node_ip, pod_ip, port
         self.tunnels = list(tunnels) or [TunnelSpec.parse(t) for t in DEFAULT_TUNNELS]
@@ -622,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-file", help="JSON counters, written on exit and on SIGUSR1")
     p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="plain frames (no IFF_VNET_HDR/TSO): one MTU-sized frame per datagram")
-    p.add_argument("--io", choices=("threads", "epoll"), default="threads",
-                   help="one thread per fd (default) or one epoll thread")
+    p.add_argument("--io", choices=("epoll", "threads"), default="epoll",
+                   help="one epoll thread for all fds (default) or one thread per fd")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -645,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     fwd.start()
     print(READY_LINE, flush=True)
+    from netlab.runtime.ready import notify_ready
+
+    notify_ready()
     try:
         while True:
             sig = signal.sigwait(handled)

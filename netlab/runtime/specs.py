@@ -52,7 +52,7 @@ def spec(plan: Plan, p: Process, state: str) -> dict:
                 "hosts": False, "ready": "pipe"}
     if p.kind == "geneve":
         node = p.name.split("/", 1)[1]
-        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "alive", "argv": _py(
+        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
             "netlab.runtime.geneve", "--node-netns", p.arg("node-netns"), "--pod-netns", p.arg("pod-netns"),
             "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
             "--stats-file", os.path.join(state, "logs", f"geneve.{node}.stats.json"))}

@@ -271,15 +271,16 @@ def test_sigterm_exits_cleanly_and_leaves_taps(forwarder: Running) -> None:
         assert socket.if_nametoindex("pistioout") > 0
 
 
-def test_in_process_forwarder_leaks_no_fds(lab: None) -> None:
+@pytest.mark.parametrize(("io", "n_threads"), [("epoll", 1), ("threads", 6)])
+def test_in_process_forwarder_leaks_no_fds(lab: None, io: str, n_threads: int) -> None:
     """open/start/stop in this process: every fd and thread it made is gone afterwards."""
     before = set(os.listdir("/proc/self/fd"))
     threads = threading.active_count()
-    fwd = Forwarder(node_netns=NODE, pod_netns=ZT, node_ip=NODE_IP, pod_ip=ZT_IP,
+    fwd = Forwarder(node_netns=NODE, pod_netns=ZT, node_ip=NODE_IP, pod_ip=ZT_IP, io=io,
                     tunnels=[TunnelSpec.parse("istioin:pistioin:1000"), TunnelSpec.parse("istioout:pistioout:1001")])
     fwd.open()
     fwd.start()
-    assert threading.active_count() == threads + 6
+    assert threading.active_count() == threads + n_threads
     assert ping(ZT, "192.168.126.1", count=1) == 1
     fwd.stop()
     assert set(os.listdir("/proc/self/fd")) == before
