@@ -274,6 +274,9 @@ class NetnsPlan:
     ipsets: tuple[IpsetSet, ...] = ()
     iptables: Iptables | None = None
     hosts: str | None = None  # contents of /etc/netns/<ns>/hosts
+    # shown by render(), never applied: what a design's runtime agent (the in-pod CNI agent)
+    # writes into this netns itself, e.g. at enrollment
+    agent: tuple[str, ...] = ()
 
     def render(self) -> str:
         out = [f"# netns {self.name} ({self.role} {self.member})"]
@@ -286,6 +289,7 @@ class NetnsPlan:
             out.append(f"ip netns exec {self.name} iptables-restore <<EOF")
             out.append(self.iptables.render().rstrip("\n"))
             out.append("EOF")
+        out += list(self.agent)
         return "\n".join(out)
 
 

@@ -57,10 +57,12 @@ def spec(plan: Plan, p: Process, state: str) -> dict:
             "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
             "--stats-file", os.path.join(state, "logs", f"geneve.{node}.stats.json"))}
     if p.kind == "cni-agent":
+        from netlab.runtime import cniagent
+
         node = p.arg("node")
+        path = cniagent.write_config(plan, node, state)
         return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
-            "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node,
-            "--config", os.path.join(state, f"cni-{node}.json"))}
+            "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node, "--config", path)}
     raise ValueError(f"unknown process kind {p.kind}")
 
 
