@@ -163,7 +163,7 @@ def _capture(ns: str, iface: str, traffic, filt: str) -> list[tuple[str, str, st
     if not shutil.which("tshark"):
         pytest.skip("tshark not installed")
     pcap = f"/tmp/{ns}-{os.getpid()}.pcap"
-    p = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-U", "-q", "-i", iface, "-w", pcap, filt],
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-U", "-q", "-i", iface, "-w", pcap, filt],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in p.stderr.readline()  # capture really started before traffic
