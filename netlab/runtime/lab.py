@@ -160,6 +160,20 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         raise PreflightError(f"this kernel cannot create {plan.encap} links",
                              hint="use --encap geneve-user (the userspace Geneve forwarder) or --encap auto")
     state = names.state_dir(lab)
+    # Ctrl-C must stop a fresh `up` even where a library catches KeyboardInterrupt (pyroute2
+    # runs its own event loop): the handler records it and every stage boundary re-raises.
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    def checked(stage: str, done: int, total: int) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        progress(stage, done, total)
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
     record = LabRecord(
         lab=lab, topology=os.path.abspath(topology) if os.path.exists(topology) else topology, mode=plan.mode,
         istio_version=plan.istio_version, encap=plan.encap, plan_sha=sha, iptables_backend=iptables_backend,
@@ -177,14 +191,15 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         record.save()
         with open(os.path.join(state, "plan.txt"), "w") as f:
             f.write(plan.render())
-        apply_plan(plan, progress=progress, iptables_backend=iptables_backend)
+        apply_plan(plan, progress=checked, iptables_backend=iptables_backend)
         record.netns = {n.name: netns_mod.inode(n.name) or 0 for n in plan.namespaces}
         record.save()
         specs.prepare_mesh(plan, state)
         procs = specs.specs(plan, state)
         start_supervisor(lab, procs)
-        wait_ready(lab, len(procs), progress=progress,
+        wait_ready(lab, len(procs), progress=checked,
                    timeout=timeout or (20.0 + 0.1 * len(procs)))
+        checked("ready", 1, 1)
         record.state = "up"
         record.save()
     except BaseException as e:
@@ -192,10 +207,12 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
             with _no_sigint():
                 progress("rollback", 0, 1)
                 down(lab)
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, KeyboardInterrupt) or interrupted:
             raise LabError(f"interrupted: lab {lab!r} " + ("kept (--retain)" if retain else "rolled back"),
                            hint=None) from None
         raise
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     return UpResult(lab, plan.mode, plan.istio_version, plan.encap, True, time.monotonic() - t0,
                     netns=len(plan.namespaces), processes=len(plan.processes))
 

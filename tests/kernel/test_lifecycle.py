@@ -65,11 +65,14 @@ def test_ctrl_c_during_up_rolls_back() -> None:
     while time.time() < deadline and len(lab_netns("lc3")) < 20:
         time.sleep(0.02)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode != 0
-    assert "interrupted" in err
-    assert lab_netns("lc3") == []
-    assert not os.path.exists("/run/netlab/lc3")
+    try:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode != 0
+        assert "interrupted" in err
+        assert lab_netns("lc3") == []
+        assert not os.path.exists("/run/netlab/lc3")
+    finally:
+        netlab("down", "lc3", check=False)
 
 
 def test_two_labs_side_by_side() -> None:
