@@ -160,13 +160,13 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         raise PreflightError(f"this kernel cannot create {plan.encap} links",
                              hint="use --encap geneve-user (the userspace Geneve forwarder) or --encap auto")
     state = names.state_dir(lab)
-    # Ctrl-C must stop a fresh `up` even where a library catches KeyboardInterrupt (pyroute2
-    # runs its own event loop): the handler records it and every stage boundary re-raises.
+    # Ctrl-C stops a fresh `up` at the next object boundary, never inside a kernel call:
+    # pyroute2 creates a netns from a helper process, and interrupting it there would let the
+    # netns appear after the rollback. The handler only records; every boundary re-raises.
     interrupted: list[int] = []
 
     def on_sigint(signum: int, frame: object) -> None:
         interrupted.append(signum)
-        raise KeyboardInterrupt
 
     def checked(stage: str, done: int, total: int) -> None:
         if interrupted:
