@@ -101,12 +101,13 @@ def logs(
     """Print a lab process's log (for ztunnel: its access log, then its other logs)."""
     from netlab.observe.logs import log_files
 
-    for path in log_files(lab, target):
+    paths = log_files(lab, target)
+    for path in paths:
         with open(path, errors="replace") as f:
             lines = f.readlines()
         if tail:
             lines = lines[-tail:]
-        if len(log_files(lab, target)) > 1:
+        if len(paths) > 1:
             err.print(f"==> {os.path.basename(path)} <==", markup=False)
         sys.stdout.writelines(lines)
 

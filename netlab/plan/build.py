@@ -141,7 +141,9 @@ def build_plan(topo: Topology, *, lab: str | None = None, mode: str = "none",
     registry = build_registry(topo, mode=mode)
     return Plan(lab, mode, istio_version, encap if mode == "node-routing" else None,  # type: ignore[arg-type]
                 tuple(ns[k] for k in sorted(ns)), tuple(sorted(processes, key=lambda p: p.name)),
-                registry=registry)
+                registry=registry,
+                nodes={n.name: {"gateway": str(n.gateway), "pod_cidr": str(n.pod_cidr), "ztunnel_ip": str(n.ztunnel_ip)}
+                       for n in topo.nodes})
 
 
 def _pod_ns(pns: str, member: str, node, ip: str, iface: str, hosts: str,

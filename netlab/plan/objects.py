@@ -302,6 +302,7 @@ class Plan:
     namespaces: tuple[NetnsPlan, ...]
     processes: tuple[Process, ...] = ()
     registry: dict = field(default_factory=dict, compare=False, hash=False)
+    nodes: dict = field(default_factory=dict, compare=False, hash=False)  # name -> {gateway, pod_cidr, ztunnel_ip}
 
     def netns(self, name: str) -> NetnsPlan:
         return next(n for n in self.namespaces if n.name == name)

@@ -43,6 +43,7 @@ from typing import Any
 from netlab import names, nsenter
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
+from netlab.runtime import jsonline
 
 log = logging.getLogger("cni-agent")
 PLUGIN_TIMEOUT_S = 10.0
@@ -100,19 +101,7 @@ def plugin_event(socket_path: str, op: str, pod: str, timeout: float = PLUGIN_TI
     The reply is ``{"ok": true, "pod", "uid", "enrolled", "zds", "seconds"}`` or
     ``{"ok": false, "error": "..."}``. Raises ``OSError`` if the agent cannot be reached.
     """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(socket_path)
-        s.sendall(json.dumps({"op": op, "pod": pod}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    if not buf:
-        raise ConnectionError(f"no reply from the CNI agent at {socket_path}")
-    return json.loads(buf)
+    return jsonline.request(socket_path, {"op": op, "pod": pod}, timeout)
 
 
 # -- the agent -------------------------------------------------------------------------------
@@ -345,20 +334,8 @@ class Agent:
 
     def _serve_plugin_conn(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(PLUGIN_TIMEOUT_S)
-            buf = b""
             try:
-                while b"\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                try:
-                    req = json.loads(buf.split(b"\n", 1)[0] or b"{}")
-                    resp = self.handle(req) if isinstance(req, dict) else {"ok": False, "error": "not an object"}
-                except ValueError as e:
-                    resp = {"ok": False, "error": f"bad request: {e}"}
-                conn.sendall(json.dumps(resp, sort_keys=True).encode() + b"\n")
+                jsonline.serve_one(conn, self.handle, PLUGIN_TIMEOUT_S)
             except OSError as e:
                 log.warning("plugin connection: %s", e)
 

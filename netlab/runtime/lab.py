@@ -77,9 +77,14 @@ def known_labs() -> list[str]:
 
 def lab_netns(lab: str) -> list[str]:
     """Every netns of ``lab`` by its marker, minus those of a longer lab name sharing the prefix."""
+    others = _longer_prefixes(lab)
+    return [n for n in netns_mod.list_netns(names.netns(lab, "")) if not any(n.startswith(o) for o in others)]
+
+
+def _longer_prefixes(lab: str) -> list[str]:
+    """Marker prefixes of other labs whose names start with ``lab-`` (lab "a" vs lab "a-b")."""
     prefix = names.netns(lab, "")
-    others = [names.netns(x, "") for x in known_labs() if x != lab and names.netns(x, "").startswith(prefix)]
-    return [n for n in netns_mod.list_netns(prefix) if not any(n.startswith(o) for o in others)]
+    return [names.netns(x, "") for x in known_labs() if x != lab and names.netns(x, "").startswith(prefix)]
 
 
 def plan_sha(plan: Plan) -> str:
@@ -182,9 +187,7 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         pods={w["name"]: {"node": w["node"], "ip": w["ip"], "namespace": w["namespace"],
                           "ambient": w["protocol"] == "HBONE", "uid": w["k8s_uid"]}
               for w in plan.registry["workloads"]},
-        nodes={n.member: {"gateway": str(next(a for a in n.addrs if a.dev != "eth0").address)
-                          if any(a.dev != "eth0" for a in n.addrs) else None}
-               for n in plan.namespaces if n.role == "node"},
+        nodes=plan.nodes,
         created=time.time())
     try:
         os.makedirs(os.path.join(state, "logs"), exist_ok=True)
@@ -288,29 +291,22 @@ def down(lab: str) -> DownResult:
         stopped.append(pid)
     nss = lab_netns(lab)
     inodes = {i for i in (netns_mod.inode(n) for n in nss) if i}
-    rec = load_record(lab) if os.path.exists(os.path.join(names.state_dir(lab), "lab.json")) else None
-    recorded: set[int] = set()
-    pids_dir = os.path.join(names.state_dir(lab), "pids")
-    if os.path.isdir(pids_dir):
-        for fn in os.listdir(pids_dir):
-            try:
-                with open(os.path.join(pids_dir, fn)) as f:
-                    recorded.add(int(f.read().strip()))
-            except (OSError, ValueError):
-                pass
+    try:
+        rec = load_record(lab)
+    except LabError:  # an unreadable record must not stop the teardown
+        rec = None
     if rec:
         inodes |= {i for i in rec.netns.values() if i}
-    # recorded pids count only if they still live in (or hold) one of the lab's netns
-    victims = reaper.pids_in(inodes, {os.path.join("/run/netns", n) for n in nss}
-                             | {os.path.join("/var/run/netns", n) for n in nss})
-    victims |= {p for p in recorded if reaper.alive(p) and p in reaper.pids_in(inodes)}
+    # one /proc scan: threads in a lab netns, or an fd on one (recorded pids are found this way
+    # too, and a recorded pid that left the lab's netns is somebody else's process by now)
+    victims = reaper.pids_in(inodes, {os.path.join(d, n) for n in nss for d in ("/run/netns", "/var/run/netns")})
     stopped += sorted(reaper.terminate(victims))
     for n in nss:
         netns_mod.remove(n)
     files = []
+    longer = _longer_prefixes(lab)
     for d in hosts_mod.lab_hosts_dirs(names.netns(lab, "")):
-        if not any(d.startswith(names.netns(o, "")) for o in known_labs()
-                   if o != lab and names.netns(o, "").startswith(names.netns(lab, ""))):
+        if not any(d.startswith(o) for o in longer):
             hosts_mod.remove_hosts(d)
             files.append(os.path.join(names.ETC_NETNS, d))
     if os.path.isdir(names.state_dir(lab)):

@@ -65,12 +65,11 @@ def spawn(ns: str, *, log_path: str, target: Callable[[], None] | None = None,
         os.dup2(devnull, 0)
         os.dup2(logfd, 1)
         os.dup2(logfd, 2)
-        for fd in range(3, 1024):
-            if fd not in keep_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        low = 3  # close everything inherited but the fds we were asked to keep
+        for keep in sorted(keep_fds):
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
         enter(ns, hosts=hosts)
         if comm:
             set_comm(comm)

@@ -12,7 +12,6 @@ Specs (``<state>/processes.json``) are dicts: ``name``, ``ns``, and either ``wor
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from netlab import names
-from netlab.runtime import proc
+from netlab.runtime import jsonline, proc
 
 log = logging.getLogger("netlab.supervisor")
 ALIVE_READY_S = 0.3
@@ -195,19 +194,8 @@ class Supervisor:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _on_client(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
         try:
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            try:
-                resp = self.handle(json.loads(data or b"{}"))
-            except Exception as e:  # noqa: BLE001 - a bad request must not kill the lab
-                resp = {"ok": False, "error": repr(e)}
-            conn.sendall(json.dumps(resp).encode() + b"\n")
+            jsonline.serve_one(conn, self.handle)
         except OSError:
             pass
         finally:
@@ -288,23 +276,7 @@ class Supervisor:
 
 def request(lab: str, req: dict, timeout: float = 10.0) -> dict:
     """Send one request to a lab's supervisor (raises OSError if it is not running)."""
-    path = os.path.join(names.state_dir(lab), "supervisor.sock")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(json.dumps(req).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    if not data:
-        raise OSError(errno.ECONNRESET, "supervisor closed the connection")
-    return json.loads(data)
+    return jsonline.request(os.path.join(names.state_dir(lab), "supervisor.sock"), req, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

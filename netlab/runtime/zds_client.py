@@ -24,11 +24,11 @@ import inspect
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 from netlab.errors import ProtocolError
 from netlab.runtime import zds
+from netlab.runtime.ztunnel.podmanager import WorkloadInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +37,13 @@ BACKOFF_MAX_S = 15.0
 RETRY_PENDING_S = 5.0
 
 
-@dataclass(frozen=True)
-class _LocalWorkloadInfo:
-    name: str
-    namespace: str
-    service_account: str
-    trust_domain: str = "cluster.local"
-
-
-def _info_class() -> Any:
-    """ztunnel's own ``WorkloadInfo`` when that module is there, else a same-shaped local one."""
-    try:
-        from netlab.runtime.ztunnel import WorkloadInfo  # type: ignore[attr-defined]
-        return WorkloadInfo
-    except ImportError:
-        pass
-    try:
-        from netlab.runtime.ztunnel.podmanager import WorkloadInfo
-        return WorkloadInfo
-    except ImportError:
-        return _LocalWorkloadInfo
-
-
-def to_info(info: zds.WorkloadInfo | None) -> Any:
+def to_info(info: zds.WorkloadInfo | None) -> WorkloadInfo:
     """ZDS ``WorkloadInfo`` -> the pod manager's; missing (Istio 1.21) -> empty names."""
-    cls = _info_class()
     if info is None:
-        return cls("", "", "")
+        return WorkloadInfo("", "", "")
     if info.trust_domain:
-        return cls(info.name, info.namespace, info.service_account, info.trust_domain)
-    return cls(info.name, info.namespace, info.service_account)
+        return WorkloadInfo(info.name, info.namespace, info.service_account, info.trust_domain)
+    return WorkloadInfo(info.name, info.namespace, info.service_account)
 
 
 async def _maybe_await(x: Any) -> Any:

@@ -69,28 +69,20 @@ class ConnRecord:
     start: float = field(default_factory=time.monotonic)
 
 
+# ztunnel's field order; (key, attribute, Debug-quoted). Absent (None) values are omitted.
+FIELDS = (
+    ("src.addr", "src_addr", False), ("src.workload", "src_workload", True),
+    ("src.namespace", "src_namespace", True), ("src.identity", "src_identity", True),
+    ("dst.addr", "dst_addr", False), ("dst.hbone_addr", "dst_hbone_addr", False),
+    ("dst.service", "dst_service", True), ("dst.workload", "dst_workload", True),
+    ("dst.namespace", "dst_namespace", True), ("dst.identity", "dst_identity", True),
+    ("direction", "direction", True), ("bytes_sent", "bytes_sent", False), ("bytes_recv", "bytes_recv", False),
+)
+
+
 def format_line(rec: ConnRecord, *, now: datetime, duration_ms: int) -> str:
-    parts = [f"src.addr={rec.src_addr}"]
-    if rec.src_workload is not None:
-        parts.append(f"src.workload={debug_quote(rec.src_workload)}")
-    if rec.src_namespace is not None:
-        parts.append(f"src.namespace={debug_quote(rec.src_namespace)}")
-    if rec.src_identity is not None:
-        parts.append(f"src.identity={debug_quote(rec.src_identity)}")
-    parts.append(f"dst.addr={rec.dst_addr}")
-    if rec.dst_hbone_addr is not None:
-        parts.append(f"dst.hbone_addr={rec.dst_hbone_addr}")
-    if rec.dst_service is not None:
-        parts.append(f"dst.service={debug_quote(rec.dst_service)}")
-    if rec.dst_workload is not None:
-        parts.append(f"dst.workload={debug_quote(rec.dst_workload)}")
-    if rec.dst_namespace is not None:
-        parts.append(f"dst.namespace={debug_quote(rec.dst_namespace)}")
-    if rec.dst_identity is not None:
-        parts.append(f"dst.identity={debug_quote(rec.dst_identity)}")
-    parts.append(f"direction={debug_quote(rec.direction)}")
-    parts.append(f"bytes_sent={rec.bytes_sent}")
-    parts.append(f"bytes_recv={rec.bytes_recv}")
+    parts = [f"{key}={debug_quote(v) if quoted else v}" for key, attr, quoted in FIELDS
+             if (v := getattr(rec, attr)) is not None]
     parts.append(f'duration="{duration_ms}ms"')
     level = "info"
     if rec.error is not None:

@@ -462,15 +462,24 @@ class Proxy:
         return await relay(ea, eb, a_to_b, b_to_a)
 
     # outbound -----------------------------------------------------------------------------------
-    async def outbound(self, sock: socket.socket, scope: Scope) -> None:
+    def _redirected(self, sock: socket.socket, direction: str, side: str
+                    ) -> tuple[ConnRecord, str, int, str, int] | None:
+        """Record and endpoints of a redirected connection just accepted; None (closed) if it is gone."""
         try:
             peer_ip, peer_port = sock.getpeername()[:2]
             dst_ip, dst_port = original_dst(sock)
         except OSError:
             sock.close()
+            return None
+        self.metrics.opened[side] += 1
+        rec = ConnRecord(direction=direction, src_addr=_addr(peer_ip, peer_port), dst_addr=_addr(dst_ip, dst_port))
+        return rec, peer_ip, peer_port, dst_ip, dst_port
+
+    async def outbound(self, sock: socket.socket, scope: Scope) -> None:
+        accepted = self._redirected(sock, "outbound", "source")
+        if accepted is None:
             return
-        self.metrics.opened["source"] += 1
-        rec = ConnRecord(direction="outbound", src_addr=_addr(peer_ip, peer_port), dst_addr=_addr(dst_ip, dst_port))
+        rec, peer_ip, peer_port, dst_ip, dst_port = accepted
         try:
             await self._outbound(sock, scope, rec, peer_ip, peer_port, dst_ip, dst_port)
         except asyncio.CancelledError:
@@ -681,14 +690,10 @@ class Proxy:
 
     # inbound plaintext ---------------------------------------------------------------------------
     async def inbound_plain(self, sock: socket.socket, scope: Scope) -> None:
-        try:
-            peer_ip, peer_port = sock.getpeername()[:2]
-            dst_ip, dst_port = original_dst(sock)
-        except OSError:
-            sock.close()
+        accepted = self._redirected(sock, "inbound", "destination")
+        if accepted is None:
             return
-        self.metrics.opened["destination"] += 1
-        rec = ConnRecord(direction="inbound", src_addr=_addr(peer_ip, peer_port), dst_addr=_addr(dst_ip, dst_port))
+        rec, peer_ip, _, dst_ip, dst_port = accepted
         reg = self.registry
         self._fill_src(rec, reg.workload_by_ip(peer_ip), None)
         try:

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from netlab.runtime.tasks import create_task
@@ -125,6 +126,23 @@ async def _pump(src: End, dst: End, count: Counter) -> None:
     await dst.drain()
 
 
+async def _first_error(t1: asyncio.Task, t2: asyncio.Task, on_error: Callable[[], object]) -> str | None:
+    """Wait for both pumps. On the first failure: cancel the other, ``on_error()`` (reset the
+    ends), wait for it to finish, and return the failure's text; None if both ended cleanly."""
+    pending = {t1, t2}
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        error = next((_describe(e) for e in (t.exception() for t in done) if e is not None), None)
+        if error is not None:
+            for t in pending:
+                t.cancel()
+            on_error()
+            if pending:
+                await asyncio.wait(pending)
+            return error
+    return None
+
+
 async def relay(a: End, b: End, a_to_b: Counter, b_to_a: Counter) -> str | None:
     """Relay both ways until both directions ended; returns an error text or None.
 
@@ -132,28 +150,16 @@ async def relay(a: End, b: End, a_to_b: Counter, b_to_a: Counter) -> str | None:
     """
     t1 = create_task(_pump(a, b, a_to_b), name="relay-a2b")
     t2 = create_task(_pump(b, a, b_to_a), name="relay-b2a")
-    pending = {t1, t2}
-    error: str | None = None
+
+    def abort() -> None:
+        a.abort()
+        b.abort()
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                exc = t.exception()
-                if exc is not None and error is None:
-                    error = _describe(exc)
-            if error is not None:
-                for t in pending:
-                    t.cancel()
-                a.abort()
-                b.abort()
-                if pending:
-                    await asyncio.wait(pending)
-                break
+        error = await _first_error(t1, t2, abort)
     except asyncio.CancelledError:
         t1.cancel()
         t2.cancel()
-        a.abort()
-        b.abort()
+        abort()
         raise
     if error is None:
         a.close()
@@ -217,34 +223,21 @@ async def splice_relay(a: socket.socket, b: socket.socket, a_to_b: Counter, b_to
     """Zero-copy relay between two connected non-blocking TCP sockets; closes both."""
     t1 = create_task(_splice_pump(a, b, a_to_b), name="splice-a2b")
     t2 = create_task(_splice_pump(b, a, b_to_a), name="splice-b2a")
-    pending = {t1, t2}
-    error: str | None = None
+
+    def reset() -> None:
+        set_linger_rst(a)
+        set_linger_rst(b)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                exc = t.exception()
-                if exc is not None and error is None:
-                    error = _describe(exc)
-            if error is not None:
-                for t in pending:
-                    t.cancel()
-                if pending:
-                    await asyncio.wait(pending)
-                set_linger_rst(a)
-                set_linger_rst(b)
-                break
+        return await _first_error(t1, t2, reset)
     except asyncio.CancelledError:
         for t in (t1, t2):
             t.cancel()
         await asyncio.wait({t1, t2})
-        set_linger_rst(a)
-        set_linger_rst(b)
+        reset()
         raise
     finally:
         a.close()
         b.close()
-    return error
 
 
 def splice_available() -> bool:
