@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
 
@@ -18,9 +19,22 @@ from netlab.nsenter import netns_path
 log = logging.getLogger(__name__)
 
 
+VARIANT_ENV = "NETLAB_IPTABLES_VARIANT"
+BACKENDS = ("restore", "python-iptables")
+
+
+def backend_variant(backend: str) -> str | None:
+    """The variant a lab's rules live in: python-iptables (libiptc) can only write legacy tables."""
+    return "legacy" if backend == "python-iptables" else None
+
+
 @functools.cache
 def variant() -> str:
-    """``nft`` or ``legacy`` (``iptables --version`` says ``(nf_tables)`` or ``(legacy)``)."""
+    """``nft`` or ``legacy``: ``$NETLAB_IPTABLES_VARIANT`` (set for the agents of a lab whose rules
+    are legacy), else what ``iptables --version`` says (``(nf_tables)`` or ``(legacy)``)."""
+    forced = os.environ.get(VARIANT_ENV)
+    if forced in ("nft", "legacy"):
+        return forced
     exe = shutil.which("iptables")
     if not exe:
         raise PreflightError("iptables is not installed", hint="apt-get install iptables")
@@ -62,3 +76,26 @@ def rules_of(saved: str) -> list[str]:
         if ln.startswith(("*", "-A")) or ln == "COMMIT":
             out.append(ln)
     return out
+
+
+def by_chain(saved: str) -> dict[str, dict[str, list[str]]]:
+    r"""``{table: {chain: [rules in order]}}`` of an ``iptables-save`` dump (or restore text).
+
+    The form two dumps can be compared in: nft and legacy list chains in different orders, a
+    plan lists rules in insertion order across chains, and legacy dumps every loaded table even
+    when empty. Built-in chains appear only when they hold rules; tables with nothing, not at all.
+
+    >>> by_chain("*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n*raw\nCOMMIT\n")
+    {'nat': {'X': ['-A X -j RETURN']}}
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    table: dict[str, list[str]] = {}
+    for ln in saved.splitlines():
+        if ln.startswith("*"):
+            table = out.setdefault(ln[1:].strip(), {})
+        elif ln.startswith(":") and ln.split()[1] == "-":  # user chain (built-ins have a policy)
+            table.setdefault(ln[1:].split()[0], [])
+        elif ln.startswith("-A "):
+            table.setdefault(ln.split()[1], []).append(ln)
+    return {t: chains for t, chains in out.items() if chains}
+

@@ -74,12 +74,41 @@ def parse_rule(line: str) -> ParsedRule:
     return r
 
 
+def _fresh_table(iptc, name: str):
+    """A libiptc handle opened in *this* thread's netns.
+
+    python-iptables keeps one ``Table`` per name in a process-wide cache, and libiptc binds
+    its socket to the netns current when the handle was opened: reusing a cached handle
+    after switching netns would read one netns's table and commit into another (the kernel
+    refuses that with EAGAIN, as the entry counts differ). So every netns gets its own
+    handle, and it is dropped from the cache when done.
+    """
+    iptc.Table._cache.pop(name, None)
+    return iptc.Table(name, autocommit=False)
+
+
+def _rule(iptc, p: ParsedRule):
+    rule = iptc.Rule()
+    for k, v in p.fields.items():
+        setattr(rule, k, v)
+    for mname, opts in p.matches:
+        m = rule.create_match(mname)
+        for k, v in opts:
+            setattr(m, k, v)
+    if p.target:
+        tg = rule.create_target(p.target[0])
+        for k, v in p.target[1]:
+            setattr(tg, k, v)
+    return rule
+
+
 def restore(ns: str, ipt: Iptables) -> None:
+    """Load every table of ``ipt`` into ``ns``: flush, chains, rules, one commit per table."""
     with nsenter.netns(ns):
         import iptc
 
         for tbl in ipt.tables:
-            table = iptc.Table(tbl.name, autocommit=False)
+            table = _fresh_table(iptc, tbl.name)
             try:
                 table.flush()
                 for c in tbl.chains:
@@ -87,21 +116,10 @@ def restore(ns: str, ipt: Iptables) -> None:
                         table.create_chain(c)
                 for line in tbl.rules:
                     p = parse_rule(line)
-                    rule = iptc.Rule()
-                    for k, v in p.fields.items():
-                        setattr(rule, k, v)
-                    for mname, opts in p.matches:
-                        m = rule.create_match(mname)
-                        for k, v in opts:
-                            setattr(m, k, v)
-                    if p.target:
-                        tg = rule.create_target(p.target[0])
-                        for k, v in p.target[1]:
-                            setattr(tg, k, v)
-                    iptc.Chain(table, p.chain).append_rule(rule)
+                    iptc.Chain(table, p.chain).append_rule(_rule(iptc, p))
                 table.commit()
             except (ValueError, iptc.IPTCError) as e:
-                table.refresh()
                 raise ApplyError(f"{ns}: python-iptables: {tbl.name}: {e}", obj="python-iptables") from None
             finally:
-                table.autocommit = True
+                table.close()
+                iptc.Table._cache.pop(tbl.name, None)

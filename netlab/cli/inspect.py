@@ -80,8 +80,11 @@ def show(
 
     if what != "all" and what not in ORDER:
         raise LabError(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)")
+    from netlab.apply.iptables import backend_variant, tool
+
     ns = lablib.target_netns(lab, target)
-    res = show_(ns, what)
+    v = backend_variant(lablib.record_of(lab).iptables_backend)
+    res = show_(ns, what, iptables_save=tool("iptables-save", v) if v else "iptables-save")
     if json_:
         emit_json("show", {"lab": lab, "target": target, "netns": ns, "sections": dict(res)})
         return

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from netlab.cli import common
-from netlab.cli.common import boundary, emit_json, err
+from netlab.cli.common import boundary, emit_json, err, out
+from netlab.errors import LabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
@@ -34,7 +35,7 @@ def up(
     name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's name).")] = None,
     encap: Annotated[str, typer.Option(help="auto | geneve | geneve-user | vxlan (node-routing tunnels).")] = "auto",
     istio_version: Annotated[str | None, typer.Option("--istio-version", help="Rule set to reproduce (node-routing 1.18-1.20, default 1.20; inpod 1.21-1.24, default 1.22).")] = None,
-    iptables_backend: Annotated[str, typer.Option("--iptables-backend", help="restore (iptables-restore) or python-iptables.")] = "restore",
+    iptables_backend: Annotated[str, typer.Option("--iptables-backend", help="restore (iptables-restore, nft or legacy as Istio picks) or python-iptables (libiptc, legacy).")] = "restore",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing (no root needed).")] = False,
     retain: Annotated[bool, typer.Option("--retain", help="Keep a half-built lab on failure (for debugging).")] = False,
     json_: JsonOpt = False,
@@ -80,11 +81,30 @@ def up(
 def down(
     lab: LabArg = None,
     all_: Annotated[bool, typer.Option("--all", help="Tear down every lab.")] = False,
+    design_only: Annotated[bool, typer.Option(
+        "--design-only", help="Only take the node-routing design off (istio-cni cleanupNode, in its order); "
+                              "pods keep running, unmeshed.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Tear a lab down: processes, namespaces, files. Nothing of it remains."""
     from netlab.runtime import lab as lablib
 
+    if design_only:
+        from netlab.runtime.design import remove_design
+
+        if all_:
+            raise LabError("--design-only takes one lab, not --all")
+        d = remove_design(lablib.default_lab(lab))
+        if json_:
+            emit_json("down", d.__dict__)
+            return
+        for node, steps in d.removed.items():
+            out.print(f"# {node}: cleanupNode", markup=False, style="bold")
+            sys.stdout.write("".join(s + "\n" for s in steps))
+        err.print(f"lab {d.lab}: node-routing design removed ({sum(map(len, d.removed.values()))} objects, "
+                  f"{len(d.processes_removed)} processes, {len(d.netns_removed)} ztunnel pods); "
+                  "pods run unmeshed", markup=False)
+        return
     labs = lablib.known_labs() if all_ else [lablib.default_lab(lab)]
     results = [lablib.down(x) for x in labs]
     if json_:

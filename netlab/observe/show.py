@@ -21,12 +21,18 @@ def run_in(ns: str, argv: list[str]) -> str:
     return p.stdout + (p.stderr if p.returncode else "")
 
 
-def show(ns: str, what: str = "all") -> list[tuple[str, str]]:
-    """[(command, output)] for the sections asked; ``routes`` omits kernel local/broadcast noise."""
+def show(ns: str, what: str = "all", *, iptables_save: str = "iptables-save") -> list[tuple[str, str]]:
+    """[(command, output)] for the sections asked; ``routes`` omits kernel local/broadcast noise.
+
+    ``iptables_save`` names the dump tool: ``iptables-legacy-save`` for a lab whose rules were
+    written through libiptc (``--iptables-backend python-iptables``).
+    """
     sections = ORDER if what == "all" else (what,)
     out = []
     for s in sections:
         for argv in SECTIONS[s]:
+            if argv == ["iptables-save"]:
+                argv = [iptables_save]
             text = run_in(ns, argv)
             if s == "routes":
                 text = "\n".join(ln for ln in text.splitlines()

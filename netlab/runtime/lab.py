@@ -119,6 +119,19 @@ def kernel_has(kind: str, lab: str = "probe") -> bool:
         netns_mod.remove(probe)
 
 
+def check_iptables_backend(backend: str) -> None:
+    from netlab.apply.iptables import BACKENDS
+
+    if backend not in BACKENDS:
+        raise PreflightError(f"unknown iptables backend {backend!r} (choose {' or '.join(BACKENDS)})")
+    if backend == "python-iptables":
+        try:
+            import iptc  # noqa: F401 - loads libiptc/libxtables
+        except Exception as e:  # a missing shared library surfaces as any of several errors
+            raise PreflightError(f"python-iptables cannot load libiptc: {e}",
+                                 hint="install iptables (libip4tc) and `pip install python-iptables`") from None
+
+
 def make_plan(topology: str, *, name: str | None, mode: str, istio_version: str | None, encap: str,
               probe: bool = True) -> Plan:
     topo = load_topology(topology)
@@ -143,6 +156,7 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
        progress: Progress = _noop, timeout: float | None = None) -> UpResult:
     t0 = time.monotonic()
     require_root()
+    check_iptables_backend(iptables_backend)
     plan = make_plan(topology, name=name, mode=mode, istio_version=istio_version, encap=encap)
     lab = plan.lab
     sha = plan_sha(plan)
@@ -198,7 +212,7 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         record.netns = {n.name: netns_mod.inode(n.name) or 0 for n in plan.namespaces}
         record.save()
         specs.prepare_mesh(plan, state)
-        procs = specs.specs(plan, state)
+        procs = specs.specs(plan, state, iptables_backend)
         start_supervisor(lab, procs)
         wait_ready(lab, len(procs), progress=checked,
                    timeout=timeout or (20.0 + 0.1 * len(procs)))

@@ -31,7 +31,7 @@ def prepare_mesh(plan: Plan, state: str) -> None:
     certs.ensure_identities(os.path.join(state, "certs"), ids)
 
 
-def spec(plan: Plan, p: Process, state: str) -> dict:
+def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") -> dict:
     if p.kind == "workload":
         app = p.arg("app")
         if app == "sleep":
@@ -61,16 +61,20 @@ def spec(plan: Plan, p: Process, state: str) -> dict:
 
         node = p.arg("node")
         path = cniagent.write_config(plan, node, state)
+        from netlab.apply.iptables import VARIANT_ENV, backend_variant
+
+        v = backend_variant(iptables_backend)
         return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
-            "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node, "--config", path)}
+            "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node, "--config", path),
+            "env": {VARIANT_ENV: v} if v else {}}
     raise ValueError(f"unknown process kind {p.kind}")
 
 
-def specs(plan: Plan, state: str) -> list[dict]:
+def specs(plan: Plan, state: str, iptables_backend: str = "restore") -> list[dict]:
     os.makedirs(os.path.join(state, "sockets"), exist_ok=True)
     # infrastructure first: tunnels and ztunnels before workloads, as a node would start them
     order = {"geneve": 0, "cni-agent": 1, "ztunnel": 2, "workload": 3}
-    return [spec(plan, p, state) for p in sorted(plan.processes, key=lambda p: (order[p.kind], p.name))]
+    return [spec(plan, p, state, iptables_backend) for p in sorted(plan.processes, key=lambda p: (order[p.kind], p.name))]
 
 
 def state_dir(plan: Plan) -> str:

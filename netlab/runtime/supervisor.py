@@ -2,8 +2,8 @@
 
 It runs detached (its own session) in the root netns and never enters a lab netns itself:
 each child enters its netns after fork. It records every child pid in ``<state>/pids/`` and
-answers JSON requests on ``<state>/supervisor.sock`` (status, restart, stop, start,
-shutdown). A child that dies is restarted with backoff; SIGTERM stops them all.
+answers JSON requests on ``<state>/supervisor.sock`` (status, restart, stop, remove,
+start, shutdown). A child that dies is restarted with backoff; SIGTERM stops them all.
 
 Specs (``<state>/processes.json``) are dicts: ``name``, ``ns``, and either ``workload``
 (``{app, pod, port, version}``) or ``argv``; optional ``env``, ``hosts``, ``comm``,
@@ -167,7 +167,7 @@ class Supervisor:
         if op == "status":
             return {"ok": True, "processes": self.status(), "pid": os.getpid()}
         name = req.get("name")
-        if op in ("restart", "stop", "kill") and name not in self.children:
+        if op in ("restart", "stop", "remove") and name not in self.children:
             return {"ok": False, "error": f"no process {name!r} in lab {self.lab}"}
         if op == "restart":
             c = self.children[name]
@@ -178,6 +178,9 @@ class Supervisor:
             return {"ok": True, "pid": c.pid}
         if op == "stop":
             self.stop_child(self.children[name])
+            return {"ok": True}
+        if op == "remove":  # stop for good: the process is no longer part of the lab
+            self.stop_child(self.children.pop(name))
             return {"ok": True}
         if op == "start":
             spec = req["spec"]
