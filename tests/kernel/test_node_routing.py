@@ -148,18 +148,18 @@ def curl(lab: str, pod: str, url: str) -> str:
     return in_lab(lab, pod, "curl", "-s", "--max-time", "5", url).stdout
 
 
-def capture(ns: str, iface: str, traffic, filt: str = "udp port 6081") -> list[tuple[str, str, str]]:
+def capture(ns: str, iface: str, traffic, filt: str = "udp port 6081", proto: str = "geneve") -> list[tuple[str, str, str]]:
     """Run ``traffic()`` while tcpdump captures; (vni, proto type, inner dst) of each Geneve packet
     that carries TCP, decoded by tshark. One retry: on a loaded 2-core machine tcpdump can miss
     the first short connection right after it reports "listening"."""
     for _ in range(3):
-        rows = _capture(ns, iface, traffic, filt)
+        rows = _capture(ns, iface, traffic, filt, proto)
         if rows:
             return rows
     return rows
 
 
-def _capture(ns: str, iface: str, traffic, filt: str) -> list[tuple[str, str, str]]:
+def _capture(ns: str, iface: str, traffic, filt: str, proto: str) -> list[tuple[str, str, str]]:
     if not shutil.which("tshark"):
         pytest.skip("tshark not installed")
     pcap = f"/tmp/{ns}-{os.getpid()}.pcap"
@@ -173,8 +173,9 @@ def _capture(ns: str, iface: str, traffic, filt: str) -> list[tuple[str, str, st
     finally:
         p.send_signal(signal.SIGINT)
         p.wait(5)
-    out = subprocess.run(["tshark", "-r", pcap, "-Y", "geneve && tcp", "-T", "fields", "-e", "geneve.vni",
-                          "-e", "geneve.proto_type", "-e", "ip.dst"], capture_output=True, text=True).stdout
+    kind = "geneve.proto_type" if proto == "geneve" else "vxlan.flags"
+    out = subprocess.run(["tshark", "-r", pcap, "-Y", f"{proto} && tcp", "-T", "fields", "-e", f"{proto}.vni",
+                          "-e", kind, "-e", "ip.dst"], capture_output=True, text=True).stdout
     os.unlink(pcap)
     rows = [ln.split("\t") for ln in out.splitlines() if ln.strip()]
     return [(str(int(r[0], 0)), r[1], r[2].split(",")[-1]) for r in rows if r[0]]
@@ -236,3 +237,21 @@ def test_enroll_unenroll_flip_ipset_and_route(lab: str) -> None:
             sh(lab, "ambient-worker2", "ip", "r", "show", "table", "100"))
     log = open(f"/run/netlab/{lab}/logs/istio-cni.ambient-worker2.log").read()
     assert "Adding route for ratings-v1/default: [table 100 10.244.1.8/32 via 192.168.126.2 dev istioin src 10.244.1.1]" in log
+
+
+def test_kernel_vxlan_tunnels_carry_the_mesh() -> None:
+    """``--encap vxlan``: real kernel VXLAN links named istioin/istioout, VNI 1001 out, and the
+    design teardown deletes them like geneve links."""
+    with lab_up("bookinfo", "nrv", "--encap", "vxlan") as lab:
+        link = sh(lab, "ambient-worker", "ip", "-d", "link", "show", "istioout")
+        assert "vxlan id 1001" in link and "dstport 4789" in link and "mtu 1450" in link
+        pages: list[str] = []
+        pkts = capture(f"nl-{lab}-ztunnel-ambient-worker", "eth0",
+                       lambda: pages.append(curl(lab, "sleep", "http://productpage:9080/")),
+                       filt="udp port 4789", proto="vxlan")
+        assert pages and pages[0].startswith("<!DOCTYPE html>")
+        assert "1001" in {p[0] for p in pkts}, pkts
+        netlab("down", lab, "--design-only")
+        assert "istioout" not in sh(lab, "ambient-worker", "ip", "-o", "link")
+        assert curl(lab, "sleep", "http://productpage:9080/").startswith("<!DOCTYPE html>")
+
