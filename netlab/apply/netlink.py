@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netlab import nsenter
 from netlab.errors import ApplyError
 from netlab.plan.objects import Addr, Link, Route, Rule, normalise_dst
 
@@ -31,7 +32,11 @@ class NetnsLinks:
     def __init__(self, ns: str) -> None:
         self.ns = ns
         try:
-            self.ipr = IPRoute(netns=ns)
+            # Made by this thread inside the netns (setns there and back): a netlink socket
+            # belongs to the netns it was created in. pyroute2's own ``netns=`` forks a helper
+            # process per socket for the same result, ~10 ms each, and enroll opens one per pod.
+            with nsenter.netns(ns):
+                self.ipr = IPRoute()
         except OSError as e:
             raise ApplyError(f"cannot open netns {ns}: {e.strerror}", obj=f"netns {ns}", errno=e.errno) from None
         self._idx: dict[str, int] = {}

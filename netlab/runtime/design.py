@@ -23,7 +23,7 @@ from netlab.apply import teardown
 from netlab.errors import LabError
 from netlab.plan.teardown import Step, node_teardown
 from netlab.runtime import supervisor
-from netlab.runtime.enroll import _cni_log
+from netlab.runtime.enroll import _cni_log, _state_lock
 from netlab.runtime.state import load_record
 
 
@@ -76,15 +76,18 @@ def remove_design(lab: str) -> DesignTeardown:
             rec.netns.pop(zns, None)
             netns_mod.remove(zns)
             result.netns_removed.append(zns)
-    _registry_without_mesh(lab)
-    for info in rec.pods.values():
-        info["ambient"] = False
     from netlab.runtime.lab import make_plan, plan_sha
 
-    rec.plan_sha = plan_sha(make_plan(rec.topology, name=lab, mode="none", istio_version=None, encap="auto",
-                                      probe=False))
-    rec.mode, rec.istio_version, rec.encap = "none", None, None
-    rec.save()
+    sha = plan_sha(make_plan(rec.topology, name=lab, mode="none", istio_version=None, encap="auto", probe=False))
+    with _state_lock(lab):
+        _registry_without_mesh(lab)
+        fresh = load_record(lab) or rec
+        fresh.members, fresh.roles, fresh.netns = rec.members, rec.roles, rec.netns
+        for info in fresh.pods.values():
+            info["ambient"] = False
+        fresh.plan_sha = sha
+        fresh.mode, fresh.istio_version, fresh.encap = "none", None, None
+        fresh.save()
     return result
 
 

@@ -8,10 +8,13 @@ ztunnel over ZDS. Either way the registry ztunnel reads is updated (protocol HBO
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netlab import names
@@ -39,6 +42,18 @@ def _cni_log(lab: str, node: str, msg: str) -> None:
     ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     with open(os.path.join(names.state_dir(lab), "logs", f"istio-cni.{node}.log"), "a") as f:
         f.write(f"{ts}\tinfo\tambient\t{msg}\n")
+
+
+@contextlib.contextmanager
+def _state_lock(lab: str) -> Iterator[None]:
+    """One writer at a time of ``lab.json`` and ``registry.json`` (read-modify-write), across
+    threads and processes: concurrent ``netlab enroll`` runs must not undo each other."""
+    fd = os.open(os.path.join(names.state_dir(lab), "enroll.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _update_registry(lab: str, pod: str, on: bool) -> None:
@@ -74,9 +89,13 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
         if not resp.get("ok", False):
             raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")
         actions = tuple(resp.get("actions", ()))
-    _update_registry(lab, pod, on)
-    info["ambient"] = on
-    rec.save()
+    with _state_lock(lab):  # the kernel and agent work above may run for several pods at once
+        _update_registry(lab, pod, on)
+        fresh = load_record(lab)  # another enroll may have saved the record meanwhile
+        if fresh is None:
+            raise LabError(f"lab {lab} went away during the enrollment of {pod}")
+        fresh.pods[pod]["ambient"] = on
+        fresh.save()
     return EnrollResult(lab, pod, on, True, actions)
 
 

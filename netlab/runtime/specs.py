@@ -10,7 +10,21 @@ import os
 import sys
 
 from netlab import names
+from netlab.errors import ProcessError
 from netlab.plan.objects import Plan, Process
+
+# ztunnel's log level in a lab: `NETLAB_ZTUNNEL_LOG_LEVEL=debug netlab up ...` adds the access
+# log's `connection opened` lines (ztunnel's default is info, as RUST_LOG in Istio's chart)
+ZTUNNEL_LOG_LEVEL_ENV = "NETLAB_ZTUNNEL_LOG_LEVEL"
+
+
+def _ztunnel_log_level() -> str:
+    from netlab.runtime.ztunnel.accesslog import DEFAULT_LEVEL, LEVELS
+
+    level = os.environ.get(ZTUNNEL_LOG_LEVEL_ENV) or DEFAULT_LEVEL
+    if level not in LEVELS:
+        raise ProcessError(f"{ZTUNNEL_LOG_LEVEL_ENV}={level!r}: must be one of {', '.join(LEVELS)}")
+    return level
 
 
 def _py(module: str, *args: str) -> list[str]:
@@ -44,7 +58,8 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
                "certs_dir": os.path.join(state, "certs"),
                "access_log": os.path.join(state, "logs", f"ztunnel.{node}.access.log"),
                "zds_socket": os.path.join(state, "sockets", f"ztunnel-{node}.sock") if p.arg("mode") == "inpod" else None,
-               "trust_domain": plan.registry.get("trust_domain", "cluster.local")}
+               "trust_domain": plan.registry.get("trust_domain", "cluster.local"),
+               "log_level": _ztunnel_log_level()}
         path = os.path.join(state, f"ztunnel-{node}.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1, sort_keys=True)

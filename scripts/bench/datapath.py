@@ -63,6 +63,26 @@ def read_response(s: socket.socket, buf: bytearray) -> int:
     return n
 
 
+def wait_path(ns: str, addr, timeout: float = 10.0) -> None:
+    """Until one request gets its answer: in-pod, `up` can return before the CNI agent has
+    handed the client pod to ztunnel (its redirect is in place, the listener not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s = conn(ns, addr)
+            try:
+                s.settimeout(2)
+                s.sendall(REQ)
+                read_response(s, bytearray())
+                return
+            finally:
+                s.close()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def rr(ns: str, addr, conns: int, seconds: float, max_req: int = 200000) -> dict:
     lat: list[float] = []
     lock = threading.Lock()
@@ -106,15 +126,15 @@ def bulk(ns: str, addr, mib: int) -> dict:
     return {"mib": mib, "seconds": round(dt, 3), "mb_s": round(n / dt / 1e6, 1)}
 
 
-def run_mode(mode: str, seconds: float, mib: int) -> dict:
+def run_mode(mode: str, seconds: float, mib: int, name: str = "bdp") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(TOPO, f)
         path = f.name
-    name = "bdp"
     try:
         res = lablib.up(path, name=name, mode=mode)
-        ns = "nl-bdp-client"
+        ns = f"nl-{name}-client"
         addr = ("10.96.0.10", 9080)
+        wait_path(ns, addr)
         rr(ns, addr, 1, 0.5)  # warm-up: pools, ARP, conntrack
         out = {"mode": mode, "istio_version": res.istio_version, "encap": res.encap,
                "rr1": rr(ns, addr, 1, seconds), "rr32": rr(ns, addr, 32, seconds), "bulk": bulk(ns, addr, mib)}
@@ -131,10 +151,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each request/response run")
     ap.add_argument("--mib", type=int, default=128, help="bulk transfer size")
     ap.add_argument("--json-out", default="bench-results/datapath.json")
+    ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME-*)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("datapath bench needs root")
-    rows = [run_mode(m, a.seconds, a.mib) for m in a.modes.split(",")]
+    rows = [run_mode(m, a.seconds, a.mib, a.name) for m in a.modes.split(",")]
     base = next((r for r in rows if r["mode"] == "none"), None)
     print(f"{'mode':<14}{'rps 1c':>9}{'p50 µs':>9}{'p99 µs':>9}{'rps 32c':>9}{'p50 µs':>9}{'p99 µs':>9}"
           f"{'bulk MB/s':>11}{'bulk ×direct':>13}{'p50 ×direct':>12}")

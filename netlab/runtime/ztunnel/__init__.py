@@ -9,12 +9,15 @@ Modules, sans-IO cores first:
 
 * ``certs``     - lab PKI (CA + SPIFFE X.509-SVIDs) with ``cryptography``.
 * ``registry``  - workloads, services, policies loaded from the lab's JSON file.
-* ``accesslog`` - the access-log line format (section C of the reference).
-* ``hbone``     - HBONE CONNECT client/server on top of ``h2``: bytes in, events out.
-* ``tls``       - SSLContexts per identity and the SPIFFE SAN check after the handshake.
+* ``accesslog`` - the access-log lines (section C of the reference): opened, failed, complete.
+* ``hbone``     - HBONE CONNECT client/server, a lean HTTP/2 (RFC 9113) with ``hpack``:
+  bytes in, events out.
+* ``tls``       - SSLContexts per identity (in-memory SVIDs renewed at half-life) and the
+  SPIFFE SAN check after the handshake.
 * ``sockets``   - socket factories: node-routing (transparent, spoofed source) and in-pod
   (sockets created inside the pod netns, SO_MARK 0x539).
-* ``proxy``     - the asyncio drivers: one per connection, relays, the HTTP/2 pool.
+* ``relay``     - push-driven byte relays between two ends (TCP, HBONE stream), splice(2).
+* ``proxy``     - the asyncio drivers: one task per connection, HTTP/2 protocols, the pool.
 * ``server``    - the process: listeners, metrics (15020), readiness (15021), reload.
 * ``podmanager``- in-pod mode: per-pod listener sets driven by the ZDS client.
 

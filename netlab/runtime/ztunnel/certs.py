@@ -10,6 +10,15 @@ cannot contain ``.`` for namespaces, so the split is unambiguous).
 >>> cert, key = issue_identity(d, "spiffe://cluster.local/ns/default/sa/sleep")
 >>> os.path.basename(cert), spiffe_ids_of(open(cert, "rb").read())
 ('default.sleep.pem', ['spiffe://cluster.local/ns/default/sa/sleep'])
+
+ztunnel itself keeps its SVIDs in memory (:func:`issue_svid`, as it would get them from
+istiod with a CSR) and renews each at half of its lifetime (:func:`refresh_at`); the files
+are the lab's copies for clients outside ztunnel (curl, openssl).
+
+>>> ca, ca_key = load_ca(d)
+>>> svid = issue_svid(ca, ca_key, "spiffe://cluster.local/ns/default/sa/sleep", ttl_seconds=3600)
+>>> svid.not_after - svid.not_before == dt.timedelta(minutes=60 + 5)  # backdated 5 min for clock skew
+True
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +39,9 @@ log = logging.getLogger(__name__)
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
+# not_before is backdated for clock skew: 5 minutes (istiod's grace), at most a tenth of the TTL
+CLOCK_SKEW = dt.timedelta(minutes=5)
+DEFAULT_TTL_SECONDS = 24 * 3600  # Istio's default workload certificate TTL
 _SPIFFE_RE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
 
 
@@ -96,7 +109,8 @@ def ensure_ca(dir: str, *, trust_domain: str = "cluster.local", ttl_days: int = 
     return cert_path, key_path
 
 
-def _load_ca(dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def load_ca(dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The lab CA of ``dir`` (created if missing): ``(certificate, private key)``."""
     cert_path, key_path = ensure_ca(dir)
     with open(cert_path, "rb") as f:
         ca = x509.load_pem_x509_certificate(f.read())
@@ -106,17 +120,15 @@ def _load_ca(dir: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return ca, key
 
 
-def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str, cert_path: str,
-           key_path: str, ttl_hours: float) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (
+def _svid_cert(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str,
+               key: ec.EllipticCurvePrivateKey, ttl: dt.timedelta, now: dt.datetime) -> x509.Certificate:
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(ca.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=ttl_hours))
+        .not_valid_before(now - min(CLOCK_SKEW, ttl / 10))
+        .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -128,6 +140,12 @@ def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str, cert_path: str,
+           key_path: str, ttl_hours: float) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _svid_cert(ca, ca_key, spiffe, key, dt.timedelta(hours=ttl_hours), _now())
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -135,7 +153,7 @@ def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str
 def issue_identity(dir: str, spiffe: str, *, ttl_hours: float = 24) -> tuple[str, str]:
     """Issue (always anew) the SVID for ``spiffe`` signed by the CA in ``dir``."""
     parse_spiffe(spiffe)
-    ca, ca_key = _load_ca(dir)
+    ca, ca_key = load_ca(dir)
     cert_path, key_path = identity_paths(dir, spiffe)
     _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
     return cert_path, key_path
@@ -154,7 +172,7 @@ def ensure_identities(dir: str, ids: Iterable[str], *, ttl_hours: float = 24) ->
 
     Returns ``{spiffe_id: (cert_path, key_path)}``.
     """
-    ca, ca_key = _load_ca(dir)
+    ca, ca_key = load_ca(dir)
     margin = dt.timedelta(hours=min(1.0, ttl_hours / 2))
     out: dict[str, tuple[str, str]] = {}
     for spiffe in sorted(set(ids)):
@@ -164,6 +182,42 @@ def ensure_identities(dir: str, ids: Iterable[str], *, ttl_hours: float = 24) ->
             _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
         out[spiffe] = (cert_path, key_path)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Svid:
+    """One X.509-SVID held in memory: PEM certificate and key, and what rotation needs."""
+
+    spiffe: str
+    cert_pem: bytes
+    key_pem: bytes
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @property
+    def refresh_at(self) -> dt.datetime:
+        return refresh_at(self.not_before, self.not_after)
+
+
+def refresh_at(not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:
+    """When ztunnel renews a certificate: half-way through its validity.
+
+    >>> t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    >>> refresh_at(t0, t0 + dt.timedelta(hours=24)).hour
+    12
+    """
+    return not_before + max(not_after - not_before, dt.timedelta(0)) / 2
+
+
+def issue_svid(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str, *, ttl_seconds: float,
+               now: dt.datetime | None = None) -> Svid:
+    """A new SVID for ``spiffe`` valid ``ttl_seconds`` from ``now`` (default: the current time)."""
+    parse_spiffe(spiffe)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _svid_cert(ca, ca_key, spiffe, key, dt.timedelta(seconds=ttl_seconds), now or _now())
+    return Svid(spiffe, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), cert.serial_number,
+                cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
 def spiffe_ids_of(cert_bytes: bytes) -> list[str]:

@@ -2,7 +2,11 @@
 
 ``{"node", "mode": "node-routing"|"inpod", "registry", "certs_dir", "access_log": path|null,
 "zds_socket": path|null, "trust_domain"}``; optional extras: ``metrics_port`` (15020),
-``readiness_port`` (15021), ``mark`` (node-routing SO_MARK, 0x539; null = none).
+``readiness_port`` (15021), ``mark`` (node-routing SO_MARK, 0x539; null = none), ``log_level``
+(``debug``|``info``|``warn``|``error``, default ``info`` as ztunnel's; ``debug`` adds the
+``connection opened`` access lines and debug logs on stderr), ``cert_ttl_seconds`` (lifetime
+of the workload certificates ztunnel issues itself and renews at half-life; default 86400,
+Istio's default workload certificate TTL).
 
 >>> Config.from_dict({"node": "n1", "mode": "inpod", "registry": "/r.json", "certs_dir": "/c"}).trust_domain
 'cluster.local'
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.errors import NetlabError
+from netlab.runtime.ztunnel.accesslog import DEFAULT_LEVEL, LEVELS
+from netlab.runtime.ztunnel.certs import DEFAULT_TTL_SECONDS
 
 MODES = ("node-routing", "inpod")
 
@@ -35,6 +41,8 @@ class Config:
     metrics_port: int = 15020
     readiness_port: int = 15021
     mark: int | None = 0x539
+    log_level: str = DEFAULT_LEVEL
+    cert_ttl_seconds: float = DEFAULT_TTL_SECONDS
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
@@ -49,6 +57,11 @@ class Config:
                 raise ConfigError(f"ztunnel config: {key!r} is required (a non-empty string)")
         if d["mode"] not in MODES:
             raise ConfigError(f"ztunnel config: mode must be one of {MODES}, not {d['mode']!r}")
+        if d.get("log_level", DEFAULT_LEVEL) not in LEVELS:
+            raise ConfigError(f"ztunnel config: log_level must be one of {LEVELS}, not {d['log_level']!r}")
+        ttl = d.get("cert_ttl_seconds", 1)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 1:
+            raise ConfigError(f"ztunnel config: cert_ttl_seconds must be a number >= 1, not {ttl!r}")
         return cls(**d)
 
     @classmethod

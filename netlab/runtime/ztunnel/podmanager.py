@@ -73,10 +73,9 @@ class PodManager:
             fd = os.dup(netns_fd)  # non-inheritable (O_CLOEXEC) per PEP 446
             try:
                 factory = InpodSocketFactory(fd)
-                wl = self.proxy.registry.workload_by_uid(uid) or self.proxy.registry.workload_by_name(
-                    info.namespace, info.name)
+                wl = self.proxy.registry.workload_for_pod(uid, info.namespace, info.name)
                 fallback = Workload(uid=uid, name=info.name, namespace=info.namespace, node=self.proxy.node, ip="",
-                                    service_account=info.service_account)
+                                    service_account=info.service_account, k8s_uid=uid)
                 scope = Scope(factory=factory, workload_uid=wl.uid if wl is not None else uid,
                               spoof_outbound=False, fallback=fallback)
                 ls = ListenerSet(self.proxy, scope, f"pod {uid}")

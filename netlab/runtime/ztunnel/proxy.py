@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import socket
@@ -26,15 +25,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from netlab.errors import ProtocolError
 from netlab.runtime.tasks import create_task
 from netlab.runtime.ztunnel import hbone
 from netlab.runtime.ztunnel.accesslog import AccessLog, ConnRecord
 from netlab.runtime.ztunnel.registry import Registry, Workload
 from netlab.runtime.ztunnel.relay import (
-    READ_SIZE,
     Counter,
+    End,
+    Relay,
     TcpEnd,
-    open_streams,
+    open_tls,
+    read_buffer,
     relay,
     set_linger_rst,
     splice_available,
@@ -105,96 +107,118 @@ async def _connect(factory: SocketFactory, ip: str, port: int, *, bind_ip: str |
 
 # --- HTTP/2 connection drivers -------------------------------------------------------------------
 class H2StreamEnd:
-    """One CONNECT stream as a relay end (see relay.End)."""
+    """One CONNECT stream as a relay end (see relay.End).
 
-    __slots__ = ("driver", "sid", "_chunks", "_eof", "_error", "_rwait", "_wwait")
+    The driver pushes each DATA frame's bytes into the peer end as soon as the frame is parsed and
+    credits the sender's flow-control window right away, unless the peer end is saturated: then
+    the credit is held (the sender stops at the end of its window) until the peer drains.
+    """
+
+    __slots__ = ("driver", "sid", "peer", "count", "relay", "_chunks", "_eof", "_error", "_held", "_paused")
 
     def __init__(self, driver: _H2Driver, sid: int) -> None:
         self.driver = driver
         self.sid = sid
-        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.peer: End | None = None
+        self.count: Counter | None = None
+        self.relay: Relay | None = None
+        self._chunks: list[tuple[bytes, int]] = []  # received before attach()
         self._eof = False
         self._error: str | None = None
-        self._rwait: asyncio.Future[None] | None = None
-        self._wwait: asyncio.Future[None] | None = None
+        self._held = 0  # flow-control credit not given back yet
+        self._paused = False
 
     # fed by the driver
-    def _wake(self) -> None:
-        w = self._rwait
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _wake_writer(self) -> None:
-        w = self._wwait
-        if w is not None and not w.done():
-            w.set_result(None)
-
     def feed(self, data: bytes, flow_len: int) -> None:
-        self._chunks.append((data, flow_len))
-        self._wake()
+        peer = self.peer
+        if peer is None:
+            self._chunks.append((data, flow_len))
+            return
+        if data:
+            peer.write(data)
+            self.count.n += len(data)  # type: ignore[union-attr]
+        if self._paused or peer.saturated():
+            self._paused = True
+            self._held += flow_len
+        else:
+            self.driver.core.ack(self.sid, flow_len)  # the driver flushes after the batch of events
 
     def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
+        relay = self.relay
+        if relay is None:
+            self._eof = True
+        elif relay.active:
+            self.peer.write_eof()  # type: ignore[union-attr]
+            relay.ended()
 
     def fail(self, reason: str) -> None:
         if self._error is None:
             self._error = reason
-        self._wake()
-        self._wake_writer()
+        if self.relay is not None:
+            self.relay.failed(reason)
+
+    def window_opened(self) -> None:
+        """Our buffered data went out (WINDOW_UPDATE, TLS buffer drained): unblock the peer."""
+        if self.peer is not None and not self.saturated():
+            self.peer.resume_reading()
 
     # relay.End
-    async def read(self) -> bytes:
-        chunks = self._chunks
-        while not chunks:
-            if self._error is not None:
-                raise ConnectionResetError(self._error)
-            if self._eof:
-                return b""
-            self._rwait = asyncio.get_running_loop().create_future()
-            await self._rwait
-            self._rwait = None
+    def attach(self, peer: End, count: Counter, relay: Relay) -> None:
+        self.peer, self.count, self.relay = peer, count, relay
+        if self._chunks:
+            data = b"".join(d for d, _ in self._chunks)
+            self._held += sum(f for _, f in self._chunks)
+            self._chunks.clear()
+            if data:
+                peer.write(data)
+                count.n += len(data)
         if self._error is not None:
-            raise ConnectionResetError(self._error)
-        if len(chunks) == 1:
-            data, n = chunks.popleft()
-        else:
-            parts = []
-            n = 0
-            size = 0
-            while chunks and size < READ_SIZE * 4:
-                d, f = chunks.popleft()
-                parts.append(d)
-                n += f
-                size += len(d)
-            data = b"".join(parts)
-        self.driver.core.ack(self.sid, n)
-        self.driver.flush()
-        return data
+            relay.failed(self._error)
+            return
+        if self._eof:
+            peer.write_eof()
+            relay.ended()
+        self._paused = True
+        if not peer.saturated():
+            self.resume_reading()  # credit what was held
 
     def write(self, data: bytes) -> None:
-        if self._error is None:
-            if self.driver.core.closed:
-                raise ConnectionResetError(self.driver.close_reason or "HTTP/2 connection closed")
-            self.driver.core.send_data(self.sid, data)
-            self.driver.flush()
-
-    async def drain(self) -> None:
-        await self.driver.writer.drain()
-        core = self.driver.core
-        while core.buffered(self.sid) > H2_STREAM_HIGH:
-            if self._error is not None:
-                raise ConnectionResetError(self._error)
-            self._wwait = asyncio.get_running_loop().create_future()
-            await self._wwait
-            self._wwait = None
         if self._error is not None:
-            raise ConnectionResetError(self._error)
+            return
+        drv = self.driver
+        if drv.closed or drv.core.closed:
+            self.fail(drv.close_reason or "HTTP/2 connection closed")
+            return
+        try:
+            drv.core.send_data(self.sid, data)
+        except ProtocolError as e:  # called from a read callback: fail the relay, never raise
+            self.fail(str(e))
+            return
+        drv.flush()
 
     def write_eof(self) -> None:
         if self._error is None and not self.driver.core.closed:
-            self.driver.core.end_stream(self.sid)
+            try:
+                self.driver.core.end_stream(self.sid)
+            except ProtocolError as e:
+                self.fail(str(e))
+                return
             self.driver.flush()
+
+    def saturated(self) -> bool:
+        drv = self.driver
+        return drv.write_paused or drv.core.buffered(self.sid) > H2_STREAM_HIGH
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            held, self._held = self._held, 0
+            if held:
+                self.driver.core.ack(self.sid, held)
+                self.driver.flush()
 
     def abort(self) -> None:
         if self._error is None:
@@ -204,62 +228,127 @@ class H2StreamEnd:
         self.close()
 
     def close(self) -> None:
+        # give back the connection-level credit of whatever was not acknowledged
+        held = self._held + sum(f for _, f in self._chunks)
+        self._held = 0
+        self._chunks.clear()
+        if held:
+            self.driver.core.ack(self.sid, held)
+            self.driver.flush()
         self.driver.stream_done(self.sid)
 
 
-class _H2Driver:
-    """Reads the TLS connection, feeds the sans-IO core, dispatches events to stream ends."""
+class _H2Driver(asyncio.BufferedProtocol):
+    """An HTTP/2 connection: an asyncio protocol on the TLS transport. Bytes are fed to the
+    sans-IO core in the read callback and its events dispatched to the stream ends there and
+    then (no task, no queue); what the core has to send is written at once."""
 
     core: hbone.HboneClient | hbone.HboneServer
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, name: str) -> None:
         self.name = name
+        self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2StreamEnd] = {}
         self.closed = False
         self.close_reason = ""
         self.graceful = False
+        self.write_paused = False
         self.idle_since = time.monotonic()
+        self._early: list[bytes] | None = []  # received before start()
+        self._early_eof: str | None = None
+        self._ended = False
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buf = read_buffer()
+
+    def start(self) -> None:
+        """Begin (after the handshake and the peer identity check): our preface, then whatever
+        the peer sent meanwhile."""
+        early, self._early = self._early or [], None
+        self.flush()
+        for data in early:
+            self.data_received(data)
+        if self._early_eof is not None:
+            self._shutdown(self._early_eof)
 
     def flush(self) -> None:
         data = self.core.data_to_send()
         if data and not self.closed:
-            self.writer.write(data)
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def stream_done(self, sid: int) -> None:
         if self.streams.pop(sid, None) is not None and not self.streams:
             self.idle_since = time.monotonic()
 
+    # asyncio.Protocol ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._buf[:nbytes]))
+
+    def data_received(self, data: bytes) -> None:
+        if self._early is not None:
+            self._early.append(data)
+            return
+        if self._ended:
+            return
+        core = self.core
+        dispatch = self._dispatch
+        for ev in core.receive_data(data):
+            dispatch(ev)
+        self.flush()
+        if core.closed:
+            self._shutdown(self.close_reason or "HTTP/2 connection closed")
+
+    def eof_received(self) -> bool:
+        self._lost_or_eof("connection closed by peer")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost_or_eof(f"connection error: {exc}" if exc is not None else "connection closed by peer")
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for end in list(self.streams.values()):
+            end.window_opened()
+
+    def _lost_or_eof(self, reason: str) -> None:
+        if self._early is not None:
+            self._early_eof = self._early_eof or reason
+        else:
+            self._shutdown(reason)
+
+    def _shutdown(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.closed = True
+        self.close_reason = self.close_reason or reason
+        for end in list(self.streams.values()):
+            if self.graceful:
+                end.feed_eof()  # GOAWAY(NO_ERROR): the peer is done with its streams
+            else:
+                end.fail(self.close_reason)
+        self.streams.clear()
+        self._on_closed()
+        if self.transport is not None:
+            self.transport.close()
+
     async def run(self) -> None:
-        reason = "connection closed by peer"
-        reader, core = self.reader, self.core
+        """Until the connection is gone; cancelling closes it."""
         try:
-            self.flush()
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                for ev in core.receive_data(data):
-                    self._dispatch(ev)
-                self.flush()
-                if core.closed:
-                    reason = self.close_reason or "HTTP/2 connection closed"
-                    break
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
-            reason = f"connection error: {e}"
-        finally:
-            self.closed = True
-            self.close_reason = self.close_reason or reason
-            for end in list(self.streams.values()):
-                if self.graceful:
-                    end.feed_eof()  # GOAWAY(NO_ERROR): the peer is done with its streams
-                else:
-                    end.fail(self.close_reason)
-            self.streams.clear()
-            self._on_closed()
-            with contextlib.suppress(Exception):
-                self.writer.close()
+            await asyncio.shield(self._lost)
+        except asyncio.CancelledError:
+            self._shutdown("connection closed")
+            raise
 
     def _dispatch(self, ev: hbone.Event) -> None:
         t = type(ev)
@@ -272,7 +361,7 @@ class _H2Driver:
         elif t is hbone.WindowOpened:
             end = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
             if end is not None:
-                end._wake_writer()
+                end.window_opened()
         elif t is hbone.StreamEnded:
             end = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
             if end is not None:
@@ -297,20 +386,20 @@ class _H2Driver:
         if not self.closed:
             self.core.close()
             self.flush()
+            self.close_reason = self.close_reason or "connection closed"
             self.closed = True
-            self.writer.close()
+            if self.transport is not None:
+                self.transport.close()
 
 
 class H2ClientConn(_H2Driver):
     """A pooled ztunnel -> peer:15008 connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
-                 peer_identity: str) -> None:
-        super().__init__(reader, writer, name)
+    def __init__(self, name: str, peer_identity: str = "") -> None:
+        super().__init__(name)
         self.core = hbone.HboneClient()
         self.peer_identity = peer_identity
         self._responses: dict[int, asyncio.Future[int]] = {}
-        self.task = create_task(self.run(), name=f"h2c {name}")
 
     def has_capacity(self) -> bool:
         return not self.closed and len(self.streams) < min(self.core.peer_max_streams, 1000)
@@ -346,9 +435,9 @@ class H2ClientConn(_H2Driver):
 class H2ServerConn(_H2Driver):
     """An accepted :15008 connection; each CONNECT is handed to ``on_request`` in its own task."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
+    def __init__(self, name: str,
                  on_request: Callable[[H2ServerConn, hbone.ConnectRequest, H2StreamEnd], Awaitable[None]]) -> None:
-        super().__init__(reader, writer, name)
+        super().__init__(name)
         self.core = hbone.HboneServer()
         self._on_request = on_request
 
@@ -489,6 +578,7 @@ class Proxy:
         except Exception as e:  # every failure ends in the access log
             log.debug("outbound %s -> %s failed", rec.src_addr, rec.dst_addr, exc_info=True)
             rec.error = rec.error or _error_text(e)
+            self.access_log.failed(rec)  # relay errors are returned, not raised: this one is early
             set_linger_rst(sock)
             sock.close()
         self._finish(rec, "source")
@@ -522,6 +612,7 @@ class Proxy:
             if dst is not None:
                 self._fill_dst(rec, dst, identity=False)
             rec.dst_addr = _addr(target_ip, target_port)
+            self.access_log.opened(rec)
             up = await _connect(scope.factory, target_ip, target_port, bind_ip=bind_ip)
             a2b, b2a = Counter(), Counter()
             try:
@@ -534,6 +625,7 @@ class Proxy:
         self._fill_dst(rec, dst, identity=True)
         rec.dst_addr = _addr(dst.ip, HBONE_PORT)
         rec.dst_hbone_addr = _addr(dst_ip, dst_port)
+        self.access_log.opened(rec)
         if self.mode == "node-routing" and scope.workload_uid is None and dst.node == self.node:
             await self._local_fast_path(sock, scope, rec, src, dst, peer_ip, target_port, svc.hostname if svc else None)
             return
@@ -556,8 +648,9 @@ class Proxy:
     async def _dial(self, scope: Scope, src_id: str, dst: Workload, bind_ip: str | None) -> H2ClientConn:
         ctx = self.contexts.get(src_id, server=False)
         sock = await _connect(scope.factory, dst.ip, HBONE_PORT, bind_ip=bind_ip)
+        conn = H2ClientConn(f"{src_id}->{dst.ip}:{HBONE_PORT}")
         try:
-            reader, writer = await open_streams(sock, ssl_ctx=ctx)
+            transport = await open_tls(conn, sock, ctx)
         except ssl.SSLError as e:
             sock.close()
             raise ConnectionRefusedError(f"tls handshake failed: {_error_text(e)}") from None
@@ -565,11 +658,12 @@ class Proxy:
             sock.close()
             raise
         try:
-            ident = verify_peer(writer.get_extra_info("ssl_object"), expected=self.registry.identity(dst))
+            conn.peer_identity = verify_peer(transport.get_extra_info("ssl_object"), expected=self.registry.identity(dst))
         except IdentityError as e:
-            writer.transport.abort()
+            transport.abort()
             raise ConnectionRefusedError(str(e)) from None
-        return H2ClientConn(reader, writer, f"{src_id}->{dst.ip}:{HBONE_PORT}", ident)
+        conn.start()
+        return conn
 
     async def _local_fast_path(self, sock: socket.socket, scope: Scope, rec: ConnRecord, src: Workload,
                                dst: Workload, peer_ip: str, target_port: int, hostname: str | None) -> None:
@@ -579,6 +673,7 @@ class Proxy:
         self.metrics.opened["destination"] += 1
         self._fill_src(inrec, src, rec.src_identity)
         self._fill_dst(inrec, dst, identity=True)
+        self.access_log.opened(inrec)
         try:
             allowed, why = self.registry.check_policy(dst, target_port, rec.src_identity)
             if not allowed:
@@ -594,6 +689,7 @@ class Proxy:
             rec.error = inrec.error = err
         except Exception as e:
             inrec.error = inrec.error or _error_text(e)
+            self.access_log.failed(inrec)
             raise
         finally:
             self._finish(inrec, "destination")
@@ -613,15 +709,24 @@ class Proxy:
             set_linger_rst(sock)
             sock.close()
             self.metrics.opened["destination"] += 1
+            self.access_log.failed(rec)
             self._finish(rec, "destination")
             return
+        name = f"{_addr(peer_ip, peer_port)}->{_addr(local_ip, local_port)}"
+        peer_id = ""
+
+        async def on_request(conn: H2ServerConn, req: hbone.ConnectRequest, end: H2StreamEnd) -> None:
+            await self._inbound_stream(conn, req, end, scope, dst, peer_ip, peer_port, local_ip, local_port, peer_id)
+
+        conn = H2ServerConn(name, on_request)
+        transport = None
         try:
-            reader, writer = await open_streams(sock, ssl_ctx=self.contexts.get(self.registry.identity(dst), server=True),
-                                                server_side=True)
-            peer_id = verify_peer(writer.get_extra_info("ssl_object"), trust_domain=self.registry.trust_domain)
+            transport = await open_tls(conn, sock, self.contexts.get(self.registry.identity(dst), server=True),
+                                       server_side=True)
+            peer_id = verify_peer(transport.get_extra_info("ssl_object"), trust_domain=self.registry.trust_domain)
         except (TimeoutError, OSError, ssl.SSLError, IdentityError) as e:
-            if isinstance(e, IdentityError):
-                writer.transport.abort()
+            if transport is not None:
+                transport.abort()
             else:
                 sock.close()
             rec = ConnRecord(direction="inbound", src_addr=_addr(peer_ip, peer_port), dst_addr=_addr(local_ip, local_port))
@@ -629,14 +734,10 @@ class Proxy:
             self._fill_dst(rec, dst, identity=True)
             rec.error = str(e) if isinstance(e, IdentityError) else f"tls handshake failed: {_error_text(e)}"
             self.metrics.opened["destination"] += 1
+            self.access_log.failed(rec)
             self._finish(rec, "destination")
             return
-        name = f"{_addr(peer_ip, peer_port)}->{_addr(local_ip, local_port)}"
-
-        async def on_request(conn: H2ServerConn, req: hbone.ConnectRequest, end: H2StreamEnd) -> None:
-            await self._inbound_stream(conn, req, end, scope, dst, peer_ip, peer_port, local_ip, local_port, peer_id)
-
-        conn = H2ServerConn(reader, writer, name, on_request)
+        conn.start()
         await conn.run()
 
     async def _inbound_stream(self, conn: H2ServerConn, req: hbone.ConnectRequest, end: H2StreamEnd, scope: Scope,
@@ -660,6 +761,7 @@ class Proxy:
             svc = reg.service_for(target, req.port, host)
             if svc is not None:
                 rec.dst_service = svc.hostname
+            self.access_log.opened(rec)
             allowed, why = reg.check_policy(target, req.port, peer_id)
             if not allowed:
                 status, rec.error = 401, f"connection closed due to policy rejection: {why}"
@@ -686,6 +788,7 @@ class Proxy:
                 conn.core.respond(req.stream_id, status)
                 conn.flush()
                 end.close()
+                self.access_log.failed(rec)
             self._finish(rec, "destination")
 
     # inbound plaintext ---------------------------------------------------------------------------
@@ -703,6 +806,8 @@ class Proxy:
                 svc = reg.service_for(dst, dst_port)
                 if svc is not None:
                     rec.dst_service = svc.hostname
+            self.access_log.opened(rec)
+            if dst is not None:
                 allowed, why = reg.check_policy(dst, dst_port, None)
                 if not allowed:
                     raise ConnectionRefusedError(f"connection closed due to policy rejection: {why}")
@@ -714,6 +819,7 @@ class Proxy:
                 rec.bytes_recv, rec.bytes_sent = a2b.n, b2a.n
         except Exception as e:
             rec.error = rec.error or _error_text(e)
+            self.access_log.failed(rec)
             set_linger_rst(sock)
             sock.close()
         self._finish(rec, "destination")

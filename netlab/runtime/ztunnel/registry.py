@@ -1,5 +1,10 @@
 """Workload/service/policy registry: what istiod's xDS (WDS) gives ztunnel, from the lab's JSON.
 
+A workload's ``uid`` is the registry's own key (``<ns>/<name>``, what service endpoints list);
+``k8s_uid`` is the pod's Kubernetes UID, the one ZDS ``AddWorkload{uid}`` carries in in-pod
+mode. Both are indexed: :meth:`Registry.workload_for_pod` finds a ZDS pod by uid first and by
+namespace/name only as a fallback (with a warning).
+
 >>> r = Registry.from_dict({"trust_domain": "cluster.local",
 ...     "workloads": [{"uid": "default/a", "name": "a", "namespace": "default", "node": "n1",
 ...                    "ip": "10.244.1.7", "service_account": "sa-a", "protocol": "HBONE"}],
@@ -41,6 +46,7 @@ class Workload:
     workload_type: str = "deployment"
     canonical_name: str = ""
     canonical_revision: str = ""
+    k8s_uid: str = ""
 
     @property
     def hbone(self) -> bool:
@@ -97,10 +103,12 @@ class Registry:
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int, int] | None = None  # inode, mtime ns, size of what was loaded
         self.trust_domain = "cluster.local"
         self.workloads: dict[str, Workload] = {}
         self.by_ip: dict[str, Workload] = {}
+        self.by_k8s_uid: dict[str, Workload] = {}
+        self.by_name: dict[tuple[str, str], Workload] = {}
         self.services: list[Service] = []
         self.by_vip: dict[tuple[str, int], tuple[Service, ServicePort]] = {}
         self.by_hostname: dict[str, Service] = {}
@@ -121,7 +129,7 @@ class Registry:
         return r
 
     def reload(self, *, force: bool = False) -> bool:
-        """Re-read the file if its mtime changed; returns whether it was (re)loaded.
+        """Re-read the file if it changed (another inode, mtime or size); returns whether it was (re)loaded.
 
         A malformed new version is logged and ignored (the old one stays in force).
         """
@@ -132,7 +140,8 @@ class Registry:
             if force:
                 raise RegistryError(f"registry: cannot read {self.path}: {e.strerror}") from None
             return False
-        if not force and st.st_mtime == self._mtime:
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # writers rename a new file over it; mtime alone can
+        if not force and stamp == self._stamp:  # repeat within one timestamp tick
             return False
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -143,7 +152,7 @@ class Registry:
                 raise RegistryError(f"registry: {self.path}: {e}") from None
             log.error("registry reload failed, keeping the previous one: %s", e)
             return False
-        self._mtime = st.st_mtime
+        self._stamp = stamp
         log.info("registry loaded: %d workloads, %d services, %d policies",
                  len(self.workloads), len(self.services), len(self.policies))
         return True
@@ -161,7 +170,10 @@ class Registry:
                 service_account=_req(w, "service_account", where), protocol=w.get("protocol", "HBONE"),
                 labels=dict(w.get("labels") or {}), workload_type=w.get("workload_type", "deployment"),
                 canonical_name=w.get("canonical_name", "") or "", canonical_revision=w.get("canonical_revision", "") or "",
+                k8s_uid=w.get("k8s_uid", "") or "",
             )
+            if wl.uid in workloads:
+                raise RegistryError(f"registry: {where}: duplicate uid {wl.uid!r}")
             workloads[wl.uid] = wl
         services: list[Service] = []
         for i, s in enumerate(data.get("services", [])):
@@ -183,6 +195,8 @@ class Registry:
         self.trust_domain = td
         self.workloads = workloads
         self.by_ip = {w.ip: w for w in workloads.values()}
+        self.by_k8s_uid = {w.k8s_uid: w for w in workloads.values() if w.k8s_uid}
+        self.by_name = {(w.namespace, w.name): w for w in workloads.values()}
         self.services = services
         self.by_vip = {(s.vip, p.port): (s, p) for s in services for p in s.ports}
         self.by_hostname = {s.hostname: s for s in services}
@@ -194,13 +208,23 @@ class Registry:
         return self.by_ip.get(ip)
 
     def workload_by_uid(self, uid: str) -> Workload | None:
-        return self.workloads.get(uid)
+        """By the registry uid, or by the Kubernetes pod UID (``k8s_uid``)."""
+        return self.workloads.get(uid) or self.by_k8s_uid.get(uid)
 
     def workload_by_name(self, namespace: str, name: str) -> Workload | None:
-        for w in self.workloads.values():
-            if w.namespace == namespace and w.name == name:
-                return w
-        return None
+        return self.by_name.get((namespace, name))
+
+    def workload_for_pod(self, uid: str, namespace: str, name: str) -> Workload | None:
+        """The workload of a pod ZDS announced: by uid first, else by namespace/name (warned:
+        the registry and the CNI agent disagree on the pod's UID)."""
+        w = self.workload_by_uid(uid)
+        if w is not None:
+            return w
+        w = self.workload_by_name(namespace, name)
+        if w is not None:
+            log.warning("pod %s: uid not in the registry, matched %s/%s by name (registry uid %s, k8s_uid %s)",
+                        uid, namespace, name, w.uid, w.k8s_uid or "unset")
+        return w
 
     def service_by_vip(self, vip: str, port: int) -> tuple[Service, ServicePort] | None:
         return self.by_vip.get((vip, port))

@@ -1,4 +1,5 @@
-"""The ztunnel process: listener sets, metrics (15020), readiness (15021), registry reload.
+"""The ztunnel process: listener sets, metrics (15020), readiness (15021), registry reload,
+certificate rotation.
 
 A :class:`ListenerSet` is ztunnel's three proxies (15001, 15006, 15008) for one
 :class:`~netlab.runtime.ztunnel.proxy.Scope`: one set for the node in node-routing, one per
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
@@ -121,7 +123,7 @@ class Ztunnel:
     def __init__(self, config: Config, access_log: AccessLog) -> None:
         self.config = config
         self.registry = Registry.load(config.registry)
-        self.contexts = Contexts(config.certs_dir, config.trust_domain)
+        self.contexts = Contexts(config.certs_dir, config.trust_domain, cert_ttl=config.cert_ttl_seconds)
         self.metrics = Metrics()
         self.proxy = Proxy(node=config.node, mode=config.mode, registry=self.registry, contexts=self.contexts,
                            access_log=access_log, metrics=self.metrics)
@@ -134,15 +136,21 @@ class Ztunnel:
         self._ensure_certs()
 
     def _ensure_certs(self) -> None:
+        """The lab's SVID files (for clients outside ztunnel), then ztunnel's own in-memory
+        SVIDs for this node's workloads (others are issued on first use)."""
         ids = [self.registry.identity(w) for w in self.registry.workloads.values()]
         certs.ensure_identities(self.config.certs_dir, ids)
-        self.contexts.clear()
+        self.contexts.prefetch(sorted({self.registry.identity(w) for w in self.registry.workloads.values()
+                                       if w.node == self.config.node}))
 
     def _route(self, path: str) -> tuple[int, str]:
         if path.startswith("/healthz/ready"):
             return (200, "ready\n") if self.ready else (503, "not ready\n")
         if path in ("/metrics", "/stats/prometheus"):
-            return 200, self.metrics.render()
+            return 200, self.metrics.render() + (
+                "# HELP netlab_ztunnel_cert_rotations_total Workload certificates renewed before expiry.\n"
+                "# TYPE netlab_ztunnel_cert_rotations_total counter\n"
+                f"netlab_ztunnel_cert_rotations_total {self.contexts.rotations}\n")
         return 404, "not found\n"
 
     async def start(self) -> None:
@@ -163,6 +171,8 @@ class Ztunnel:
             if cfg.zds_socket:
                 self._tasks.append(create_task(self._run_zds(cfg.zds_socket), name="zds client"))
         self._tasks.append(create_task(self._housekeeping(), name="ztunnel housekeeping"))
+        self._tasks.append(create_task(self._watch_registry(), name="ztunnel registry watch"))
+        self._tasks.append(create_task(self._rotate_certs(), name="ztunnel certificate rotation"))
         self.ready = True
         log.info("ztunnel %s ready (mode %s, pid %d)", cfg.node, cfg.mode, os.getpid())
         from netlab.runtime.ready import notify_ready
@@ -182,15 +192,52 @@ class Ztunnel:
         except Exception:
             log.exception("ZDS client stopped")
 
+    def _reload_registry(self) -> None:
+        try:
+            if self.registry.reload():
+                self._ensure_certs()
+        except Exception:  # keep serving with the old registry
+            log.exception("registry reload failed")
+
+    async def _watch_registry(self) -> None:
+        """Reload as soon as the registry file is replaced, as istiod pushes a change (the 1 s
+        poll in housekeeping alone made every enroll wait up to a second for ztunnel to see it)."""
+        from netlab.runtime.ztunnel.watch import FileWatch
+
+        try:
+            w = FileWatch(self.config.registry)
+        except OSError as e:
+            log.warning("registry watch unavailable (%s): reloading once a second", e)
+            return
+        try:
+            while True:
+                await w.changed()
+                self._reload_registry()
+        finally:
+            w.close()
+
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            try:
-                if self.registry.reload():
-                    self._ensure_certs()
-            except Exception:  # keep serving with the old registry
-                log.exception("registry reload failed")
+            self._reload_registry()
             self.proxy.pool.reap()
+
+    async def _rotate_certs(self) -> None:
+        """Renew each SVID half-way through its lifetime, as ztunnel does.
+
+        Sleeps until the earliest renewal, waking at least every quarter TTL (at most 60 s) to
+        see SVIDs issued meanwhile: a new one is then renewed by 3/4 of its lifetime at worst.
+        """
+        poll = min(60.0, self.contexts.cert_ttl / 4)
+        while True:
+            nxt = self.contexts.next_refresh()
+            delay = poll if nxt is None else (nxt - dt.datetime.now(dt.UTC)).total_seconds() + 0.01
+            await asyncio.sleep(min(max(delay, 0.0), poll))
+            try:
+                await self.contexts.rotate_due()
+            except Exception:  # keep serving with the current certificates; retry shortly
+                log.exception("certificate rotation failed")
+                await asyncio.sleep(min(1.0, poll))
 
     def stop(self) -> None:
         self._stop.set()

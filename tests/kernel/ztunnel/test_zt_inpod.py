@@ -118,3 +118,34 @@ def test_podmanager_socket_options(pod_ns: str, tmp_path) -> None:
             u.close()
     finally:
         os.close(fd)
+
+
+def test_podmanager_finds_the_workload_by_k8s_uid(pod_ns: str, tmp_path, caplog) -> None:
+    """ZDS AddWorkload{uid} carries the pod's Kubernetes UID: found by uid, by name only with a warning."""
+    k8s_uid = "3f1e2d3c-4b5a-5697-8a9b-0c1d2e3f4a5b"
+    reg = Registry.from_dict({"trust_domain": "cluster.local", "workloads": [
+        {"uid": "default/pod1", "k8s_uid": k8s_uid, "name": "pod1", "namespace": "default", "node": "n1",
+         "ip": POD_IP, "service_account": "pod1", "protocol": "HBONE"}]})
+    certs.ensure_ca(str(tmp_path))
+    proxy = Proxy(node="n1", mode="inpod", registry=reg, contexts=Contexts(str(tmp_path)), access_log=AccessLog(io.StringIO()))
+
+    async def main() -> None:
+        pm = PodManager(proxy)
+        fd = nsenter.open_netns(pod_ns)
+        try:
+            # ZDS's name differs: the uid decides, silently
+            await pm.add_workload(k8s_uid, fd, WorkloadInfo(name="pod1-renamed", namespace="default",
+                                                            service_account="pod1"))
+            assert pm._pods[k8s_uid].listeners.scope.workload_uid == "default/pod1"
+            assert not [r for r in caplog.records if r.levelname == "WARNING"]
+            await pm.del_workload(k8s_uid)
+            other = "99999999-8888-5777-8666-555555555555"
+            await pm.add_workload(other, fd, WorkloadInfo(name="pod1", namespace="default", service_account="pod1"))
+            assert pm._pods[other].listeners.scope.workload_uid == "default/pod1"
+            assert any("matched default/pod1 by name" in r.getMessage() for r in caplog.records)
+        finally:
+            os.close(fd)
+            await pm.close()
+
+    with caplog.at_level("WARNING", logger="netlab.runtime.ztunnel.registry"):
+        asyncio.run(main())

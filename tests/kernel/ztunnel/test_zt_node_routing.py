@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 
 import pytest
-from ztlab import A_IP, CLIENT_IP, LOCAL_IP, SERVER_IP, VIP, Ztunnel, connect, registry_doc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from ztlab import A_IP, CLIENT_IP, LOCAL_IP, SERVER_IP, VIP, Ztunnel, connect, http_get, registry_doc
 
 from netlab.runtime import nsenter
 
@@ -18,16 +22,28 @@ pytestmark = pytest.mark.root
 
 SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
 ECHO = "spiffe://cluster.local/ns/default/sa/echo"
-LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\t(info|error)\taccess\tconnection complete\t(.*)$")
+STAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+LINE_RE = re.compile(STAMP + r"\t(info|error)\taccess\tconnection complete\t(.*)$")
+FAILED_RE = re.compile(STAMP + r"\t(warn)\taccess\tconnection failed\t(.*)$")
+OPENED_RE = re.compile(STAMP + r"\t(debug)\taccess\tconnection opened\t(.*)$")
 
 
-def fields(line: str) -> dict[str, str]:
-    m = LINE_RE.match(line)
+def fields(line: str, regex: re.Pattern = LINE_RE) -> dict[str, str]:
+    m = regex.match(line)
     assert m, line
     out = {"level": m.group(1)}
     for k, v in re.findall(r'(\S+?)=("(?:[^"\\]|\\.)*"|\S+)', m.group(2)):
         out[k] = v.strip('"')
     return out
+
+
+def failed(zt: Ztunnel, pred: callable) -> dict[str, str]:
+    """The one ``connection failed`` line matching ``pred``: exactly src.addr, dst.addr, direction, error."""
+    lines = zt.wait_events("connection failed", pred)
+    assert len(lines) == 1, (lines, zt.all_lines()[-6:])
+    f = fields(lines[0], FAILED_RE)
+    assert list(f) == ["level", "src.addr", "dst.addr", "direction", "error"], lines[0]
+    return f
 
 
 def by_port(port: int, key: str = "src.addr") -> callable:
@@ -112,9 +128,15 @@ def test_policy_deny_gives_401_and_reset(lab: dict) -> None:
     mb = zt["b"].mark()
     port = expect_reset(names["c"], SERVER_IP, 9001, b"hi")
     o = fields(zt["a"].wait_lines(by_port(port))[0])
-    i = fields(zt["b"].wait_lines(since=mb)[0])
+    # by port: the previous test's inbound line may land after the mark (B logs after handing on EOF)
+    i = fields(zt["b"].wait_lines(lambda ln: f"dst.hbone_addr={SERVER_IP}:9001 " in ln, since=mb)[0])
     assert o["level"] == "error" and o["error"] == "http status: 401 Unauthorized"
     assert i["level"] == "error" and "policy rejection: default/deny-sleep-9001" in i["error"]
+    fo = failed(zt["a"], by_port(port))
+    assert fo == {"level": "warn", "src.addr": f"{CLIENT_IP}:{port}", "dst.addr": f"{SERVER_IP}:15008",
+                  "direction": "outbound", "error": "http status: 401 Unauthorized"}
+    fi = failed(zt["b"], lambda ln: f'src.addr={i["src.addr"]} ' in ln and "policy rejection" in ln)
+    assert fi["direction"] == "inbound" and fi["error"] == i["error"] and fi["dst.addr"] == f"{SERVER_IP}:15008"
 
 
 def test_closed_port_resets_client_and_logs_reason(lab: dict) -> None:
@@ -123,9 +145,13 @@ def test_closed_port_resets_client_and_logs_reason(lab: dict) -> None:
     mb = zt["b"].mark()
     port = expect_reset(names["c"], SERVER_IP, 9003)
     o = fields(zt["a"].wait_lines(by_port(port))[0])
-    i = fields(zt["b"].wait_lines(since=mb)[0])
+    i = fields(zt["b"].wait_lines(lambda ln: f"dst.hbone_addr={SERVER_IP}:9003 " in ln, since=mb)[0])
     assert o["level"] == "error" and o["error"] == "http status: 503 Service Unavailable", o
     assert i["level"] == "error" and i["error"] == f"upstream connect to {SERVER_IP}:9003 failed: connection refused", i
+    fo = failed(zt["a"], by_port(port))
+    assert (fo["direction"], fo["error"]) == ("outbound", "http status: 503 Service Unavailable")
+    fi = failed(zt["b"], lambda ln: f'src.addr={i["src.addr"]} ' in ln and f"{SERVER_IP}:9003 failed" in ln)
+    assert fi["direction"] == "inbound" and fi["error"] == i["error"]
 
 
 def test_same_node_fast_path(lab: dict) -> None:
@@ -269,6 +295,9 @@ def test_identity_mismatch_refused(lab: dict, restore_b: None) -> None:
     assert o["level"] == "error"
     assert o["error"] == f"identity mismatch: expected {ECHO}, got spiffe://cluster.local/ns/default/sa/imposter"
     assert zb is lab["zt"]["b"]
+    f = failed(lab["zt"]["a"], by_port(port))
+    assert f == {"level": "warn", "src.addr": f"{CLIENT_IP}:{port}", "dst.addr": f"{SERVER_IP}:15008",
+                 "direction": "outbound", "error": o["error"]}
 
 
 def test_unknown_ca_refused(lab: dict, restore_b: None) -> None:
@@ -281,3 +310,104 @@ def test_unknown_ca_refused(lab: dict, restore_b: None) -> None:
     assert o["level"] == "error" and "tls handshake failed" in o["error"] and "certificate verify failed" in o["error"]
     i = fields(zb.wait_lines(since=mb)[0])
     assert i["level"] == "error" and "tls handshake failed" in i["error"], i
+    fo = failed(lab["zt"]["a"], by_port(port))
+    assert fo["direction"] == "outbound" and fo["error"] == o["error"]
+    fi = failed(zb, lambda ln: f'src.addr={i["src.addr"]} ' in ln)
+    assert fi == {"level": "warn", "src.addr": i["src.addr"], "dst.addr": f"{SERVER_IP}:15008",
+                  "direction": "inbound", "error": i["error"]}
+
+
+def _served_cert(ns: str, certs_dir: str, client: tuple[str, str]) -> tuple[x509.Certificate, int]:
+    """TLS handshake with ztunnel B's :15008 (for echo) from node A; the certificate it serves."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(f"{certs_dir}/ca.pem")
+    ctx.load_cert_chain(*client)
+    ctx.set_alpn_protocols(["h2"])
+    s = connect(ns, SERVER_IP, 15008)
+    port = s.getsockname()[1]
+    with ctx.wrap_socket(s) as t:
+        der = t.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der), port
+
+
+def _refused(ns: str, certs_dir: str, client: tuple[str, str]) -> int:
+    """Like _served_cert, but B must refuse our certificate; returns our port. In TLS 1.3 the client's
+    handshake ends before the server has checked the client certificate: the refusal is the alert (or
+    reset) on the first read instead of B's HTTP/2 SETTINGS."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(f"{certs_dir}/ca.pem")
+    ctx.load_cert_chain(*client)
+    ctx.set_alpn_protocols(["h2"])
+    s = connect(ns, SERVER_IP, 15008)
+    port = s.getsockname()[1]
+    try:
+        with ctx.wrap_socket(s) as t:
+            data = t.recv(100)
+    except (ssl.SSLError, ConnectionResetError):
+        return port
+    assert not data, f"B accepted the certificate and sent {data!r}"
+    return port
+
+
+def test_debug_level_logs_connection_opened(lab: dict, restore_b: None) -> None:
+    """log_level debug: B logs `connection opened` with the closing line's fields (no bytes, no duration); A
+    (info, the default) does not."""
+    zb = _restart_b(lab, registry=lab["registry"], certs_dir=lab["certs"], extra={"log_level": "debug"})
+    got, port = echo_roundtrip(lab["names"]["c"], VIP, 80, b"z" * 1000)
+    assert got == b"z" * 1000
+    [done] = zb.wait_lines(lambda ln: f"dst.hbone_addr={SERVER_IP}:9000 " in ln and "bytes_recv=1000 " in ln)
+    complete = fields(done)
+    opened = zb.wait_events("connection opened", lambda ln: f'src.addr={complete["src.addr"]} ' in ln)
+    assert opened, zb.all_lines()
+    o = fields(opened[-1], OPENED_RE)
+    assert o == {k: v for k, v in complete.items() if k not in ("bytes_sent", "bytes_recv", "duration")} | {
+        "level": "debug"}
+    assert list(o)[1:] == [k for k in complete if k not in ("level", "bytes_sent", "bytes_recv", "duration")]
+    assert not lab["zt"]["a"].events("connection opened")
+    assert lab["zt"]["a"].wait_lines(by_port(port))
+
+
+def test_cert_rotation_keeps_traffic_and_refuses_expired(lab: dict, restore_b: None, tmp_path) -> None:
+    """cert_ttl_seconds 4: B's served certificate changes serial every ~2 s (half-life) while requests through
+    A -> B keep succeeding; a client presenting an expired certificate is refused and logged."""
+    from netlab.runtime.ztunnel import certs
+
+    certs_dir = str(lab["certs"])
+    zb = _restart_b(lab, registry=lab["registry"], certs_dir=lab["certs"], extra={"cert_ttl_seconds": 4})
+    names = lab["names"]
+    sleep = certs.identity_paths(certs_dir, SLEEP)
+    serials = []
+    deadline = time.monotonic() + 9
+    while time.monotonic() < deadline:
+        cert, _ = _served_cert(names["a"], certs_dir, sleep)
+        assert certs.spiffe_ids_of(cert.public_bytes(serialization.Encoding.DER)) == [ECHO]
+        lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+        assert lifetime <= dt.timedelta(seconds=5), lifetime
+        assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC)
+        if not serials or serials[-1] != cert.serial_number:
+            serials.append(cert.serial_number)
+        payload = os.urandom(2000)
+        got, _ = echo_roundtrip(names["c"], VIP, 80, payload)
+        assert got == payload
+        time.sleep(0.2)
+    assert len(serials) >= 3, serials
+    metrics = http_get(names["b"], "127.0.0.1", 15020, "/metrics")
+    n = int(re.search(r"^netlab_ztunnel_cert_rotations_total (\d+)$", metrics, re.M).group(1))
+    assert n >= len(serials) - 1
+    stderr = (zb.log_path.parent / "stderr.log").read_text()
+    assert f"certificate for {ECHO} rotated: serial {serials[0]:x} -> {serials[1]:x}" in stderr, stderr
+
+    # a client certificate that expired an hour ago: the handshake is refused, both lines logged at B
+    ca, ca_key = certs.load_ca(certs_dir)
+    old = certs.issue_svid(ca, ca_key, SLEEP, ttl_seconds=60,
+                           now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    (tmp_path / "old.pem").write_bytes(old.cert_pem)
+    (tmp_path / "old-key.pem").write_bytes(old.key_pem)
+    port = _refused(names["a"], certs_dir, (str(tmp_path / "old.pem"), str(tmp_path / "old-key.pem")))
+    f = failed(zb, lambda ln: f"src.addr={A_IP}:{port} " in ln)
+    assert f["direction"] == "inbound"
+    assert f["error"] == "tls handshake failed: certificate verify failed: certificate has expired", f
+    done = zb.wait_lines(lambda ln: f'src.addr={f["src.addr"]} ' in ln)
+    assert done and fields(done[0])["error"] == f["error"]

@@ -152,7 +152,7 @@ class Ztunnel:
     """A ``python -m netlab.runtime.ztunnel`` subprocess inside a node netns."""
 
     def __init__(self, ns: str, node: str, workdir: Path, *, registry: dict, certs_dir: Path,
-                 mode: str = "node-routing") -> None:
+                 mode: str = "node-routing", extra: dict | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.ns = ns
         self.log_path = workdir / "access.log"
@@ -162,7 +162,7 @@ class Ztunnel:
         cfg = workdir / "config.json"
         cfg.write_text(json.dumps({"node": node, "mode": mode, "registry": str(reg), "certs_dir": str(certs_dir),
                                    "access_log": str(self.log_path), "zds_socket": None,
-                                   "trust_domain": "cluster.local"}))
+                                   "trust_domain": "cluster.local", **(extra or {})}))
         self.stderr = open(workdir / "stderr.log", "w")  # noqa: SIM115
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "netlab.runtime.ztunnel",
@@ -186,8 +186,26 @@ class Ztunnel:
     def pid(self) -> int:
         return self.proc.pid
 
+    def all_lines(self) -> list[str]:
+        # Whole lines only: a read racing ztunnel's write can end half-way through a line.
+        text = self.log_path.read_text()
+        return [ln for ln in text[:text.rfind("\n") + 1].splitlines() if ln]
+
     def lines(self) -> list[str]:
-        return [ln for ln in self.log_path.read_text().splitlines() if ln]
+        """The ``connection complete`` lines (one per connection)."""
+        return [ln for ln in self.all_lines() if "\tconnection complete\t" in ln]
+
+    def events(self, message: str) -> list[str]:
+        """The ``connection opened`` / ``connection failed`` lines."""
+        return [ln for ln in self.all_lines() if f"\t{message}\t" in ln]
+
+    def wait_events(self, message: str, pred: Callable[[str], bool], n: int = 1, timeout: float = 10) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [ln for ln in self.events(message) if pred(ln)]
+            if len(got) >= n or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
 
     def mark(self) -> int:
         """Remember how many lines there are; ``wait_lines(since=...)`` then sees only new ones."""

@@ -5,7 +5,18 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
-from netlab.runtime.ztunnel.accesslog import AccessLog, ConnRecord, debug_quote, format_line
+import pytest
+
+from netlab.runtime.ztunnel.accesslog import (
+    EVENTS,
+    AccessLog,
+    ConnRecord,
+    debug_quote,
+    format_failed,
+    format_line,
+    format_opened,
+    level_enabled,
+)
 
 NOW = datetime(2024, 4, 11, 15, 38, 42, 182974, tzinfo=UTC)
 
@@ -64,3 +75,76 @@ def test_access_log_writes_one_line() -> None:
     buf = io.StringIO()
     line = AccessLog(buf).complete(ConnRecord(direction="inbound", src_addr="1.1.1.1:1", dst_addr="2.2.2.2:2"))
     assert buf.getvalue() == line + "\n" and line.split("\t")[1:4] == ["info", "access", "connection complete"]
+
+
+def _outbound() -> ConnRecord:
+    return ConnRecord(direction="outbound", src_addr="10.244.0.24:46238", dst_addr="10.244.0.42:15008",
+                      src_workload="shell", src_namespace="default",
+                      src_identity="spiffe://cluster.local/ns/default/sa/default", dst_hbone_addr="10.96.108.116:80",
+                      dst_service="echo.default.svc.cluster.local", dst_workload="echo", dst_namespace="default",
+                      dst_identity="spiffe://cluster.local/ns/default/sa/echo", bytes_sent=67, bytes_recv=490)
+
+
+def test_connection_opened_line() -> None:
+    """debug, `connection opened`, the closing line's src/dst/direction fields in order: no bytes, no duration."""
+    assert format_opened(_outbound(), now=NOW) == (
+        "2024-04-11T15:38:42.182974Z\tdebug\taccess\tconnection opened\t"
+        'src.addr=10.244.0.24:46238 src.workload="shell" src.namespace="default" '
+        'src.identity="spiffe://cluster.local/ns/default/sa/default" dst.addr=10.244.0.42:15008 '
+        'dst.hbone_addr=10.96.108.116:80 dst.service="echo.default.svc.cluster.local" dst.workload="echo" '
+        'dst.namespace="default" dst.identity="spiffe://cluster.local/ns/default/sa/echo" direction="outbound"')
+
+
+def test_opened_is_the_complete_line_without_counters() -> None:
+    """Same prefix of fields as `connection complete` (one table, EVENTS)."""
+    r = _outbound()
+    opened = format_opened(r, now=NOW).split("\t")[4]
+    complete = format_line(r, now=NOW, duration_ms=13).split("\t")[4]
+    assert complete.startswith(opened + " bytes_sent=67 ")
+    assert [k for k, _, _ in EVENTS["connection opened"][1]][-1] == "direction"
+
+
+@pytest.mark.parametrize("rec,error,expected", [
+    (ConnRecord(direction="outbound", src_addr="10.244.1.10:40000", dst_addr="10.244.2.10:15008",
+                src_workload="sleep", src_identity="spiffe://cluster.local/ns/default/sa/sleep"),
+     "identity mismatch: expected a, got b",
+     'src.addr=10.244.1.10:40000 dst.addr=10.244.2.10:15008 direction="outbound" '
+     'error="identity mismatch: expected a, got b"'),
+    (ConnRecord(direction="inbound", src_addr="172.18.0.2:5000", dst_addr="10.244.2.10:15008"),
+     "tls handshake failed: certificate verify failed: certificate has expired",
+     'src.addr=172.18.0.2:5000 dst.addr=10.244.2.10:15008 direction="inbound" '
+     'error="tls handshake failed: certificate verify failed: certificate has expired"'),
+    (ConnRecord(direction="inbound", src_addr="[fd00::1]:5000", dst_addr="[fd00::2]:15006"),
+     'policy "x"', 'src.addr=[fd00::1]:5000 dst.addr=[fd00::2]:15006 direction="inbound" error="policy \\"x\\""'),
+], ids=["outbound-identity", "inbound-expired", "quoted-error"])
+def test_connection_failed_line(rec: ConnRecord, error: str, expected: str) -> None:
+    """warn, `connection failed`, only src.addr dst.addr direction error (other fields of the record ignored)."""
+    assert format_failed(rec, error, now=NOW) == (
+        "2024-04-11T15:38:42.182974Z\twarn\taccess\tconnection failed\t" + expected)
+
+
+@pytest.mark.parametrize("level,written", [
+    ("debug", ["connection opened", "connection failed", "connection complete", "connection complete"]),
+    ("info", ["connection failed", "connection complete", "connection complete"]),
+    ("warn", ["connection failed", "connection complete"]),
+    ("error", ["connection complete"]),
+], ids=["debug", "info-default", "warn", "error"])
+def test_access_log_level_filter(level: str, written: list[str]) -> None:
+    """opened shows at debug only; failed from warn; complete at info, or at error when it failed."""
+    buf = io.StringIO()
+    log = AccessLog(buf, level)
+    ok = ConnRecord(direction="inbound", src_addr="1.1.1.1:1", dst_addr="2.2.2.2:2")
+    bad = ConnRecord(direction="inbound", src_addr="1.1.1.1:1", dst_addr="2.2.2.2:2", error="boom")
+    log.opened(ok)
+    log.failed(bad)
+    log.complete(ok)
+    log.complete(bad)
+    assert [ln.split("\t")[3] for ln in buf.getvalue().splitlines()] == written
+    assert AccessLog(io.StringIO()).level == "info"
+
+
+def test_level_order_and_bad_level() -> None:
+    """debug < info < warn < error; an unknown level is refused."""
+    assert level_enabled("warn", "info") and not level_enabled("debug", "info") and level_enabled("error", "error")
+    with pytest.raises(ValueError, match="log level"):
+        AccessLog(io.StringIO(), "trace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import ssl
@@ -62,3 +63,107 @@ def test_bad_spiffe_id_refused(tmp_path, bad: str) -> None:
     """Only spiffe://td/ns/N/sa/S is accepted."""
     with pytest.raises(ValueError):
         certs.issue_identity(str(tmp_path), bad)
+
+
+# --- in-memory SVIDs and rotation (tls.Contexts) ---------------------------------------------------
+T0 = dt.datetime(2030, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A full TLS handshake over memory BIOs (no sockets); raises what either side raises."""
+    cin, cout, sin, sout = (ssl.MemoryBIO() for _ in range(4))
+    ends = [client.wrap_bio(cin, cout), server.wrap_bio(sin, sout, server_side=True)]
+    done = [False, False]
+    for _ in range(10):
+        for i, end in enumerate(ends):
+            if not done[i]:
+                try:
+                    end.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+        sin.write(cout.read())
+        cin.write(sout.read())
+        if all(done):
+            return ends[0], ends[1]
+    raise AssertionError("handshake did not finish")
+
+
+def _serial(obj: ssl.SSLObject) -> int:
+    return x509.load_der_x509_certificate(obj.getpeercert(binary_form=True)).serial_number
+
+
+def test_issue_svid_with_ttl(tmp_path) -> None:
+    """In-memory SVID: valid ttl seconds from now, backdated min(5 min, ttl/10), SPIFFE SAN, signed by the CA."""
+    ca, ca_key = certs.load_ca(str(tmp_path))
+    day = certs.issue_svid(ca, ca_key, SID, ttl_seconds=86400, now=T0)
+    assert (day.not_before, day.not_after) == (T0 - dt.timedelta(minutes=5), T0 + dt.timedelta(days=1))
+    assert day.refresh_at == T0 + dt.timedelta(hours=12, minutes=-2, seconds=-30)
+    short = certs.issue_svid(ca, ca_key, SID, ttl_seconds=10, now=T0)
+    assert (short.not_before, short.not_after) == (T0 - dt.timedelta(seconds=1), T0 + dt.timedelta(seconds=10))
+    cert = x509.load_pem_x509_certificate(short.cert_pem)
+    cert.verify_directly_issued_by(ca)
+    assert cert.serial_number == short.serial and certs.spiffe_ids_of(short.cert_pem) == [SID]
+    assert short.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize("lifetime,expected", [
+    (dt.timedelta(hours=24), dt.timedelta(hours=12)),
+    (dt.timedelta(seconds=5), dt.timedelta(seconds=2.5)),
+    (dt.timedelta(seconds=-5), dt.timedelta(0)),  # not_after before not_before: renew at once
+], ids=["day", "seconds", "inverted"])
+def test_refresh_at_is_half_life(lifetime: dt.timedelta, expected: dt.timedelta) -> None:
+    assert certs.refresh_at(T0, T0 + lifetime) == T0 + expected
+
+
+def test_renewal_decisions(tmp_path) -> None:
+    """Nothing held: no renewal planned; an SVID is due from its half-life on, not before."""
+    from netlab.runtime.ztunnel.tls import Contexts
+
+    c = Contexts(str(tmp_path), cert_ttl=100)
+    assert c.next_refresh() is None and c.due(T0) == []
+    c.prefetch([SID, SLEEP])
+    s1, s2 = c.svid(SID), c.svid(SLEEP)
+    assert s1.not_after - s1.not_before == dt.timedelta(seconds=110)  # 100 s + 10 s backdating (truncated)
+    assert c.next_refresh() == min(s1.refresh_at, s2.refresh_at)
+    first = min(s1.refresh_at, s2.refresh_at)
+    assert c.due(first - dt.timedelta(seconds=1)) == []
+    assert c.due(max(s1.refresh_at, s2.refresh_at)) == sorted([SID, SLEEP])
+    assert c.due(s1.not_before) == []
+
+
+def test_rotation_new_connections_get_the_new_certificate(tmp_path) -> None:
+    """rotate_due renews only due SVIDs, swaps both contexts, counts; a new handshake shows the new serial."""
+    from netlab.runtime.ztunnel.tls import Contexts
+
+    server, client = Contexts(str(tmp_path), cert_ttl=3600), Contexts(str(tmp_path), cert_ttl=3600)
+    sctx = server.get(SID, server=True)
+    old = server.svid(SID)
+    _, s_end = _handshake(client.get(SLEEP, server=False), sctx)
+    c_end, _ = _handshake(client.get(SLEEP, server=False), sctx)
+    assert _serial(c_end) == old.serial and _serial(s_end) == client.svid(SLEEP).serial
+    assert asyncio.run(server.rotate_due(old.refresh_at - dt.timedelta(seconds=1))) == []
+    assert asyncio.run(server.rotate_due(old.refresh_at)) == [SID]
+    new = server.svid(SID)
+    assert new.serial != old.serial and server.rotations == 1 and new.not_after >= old.not_after
+    assert server.get(SID, server=True) is not sctx
+    c_end, _ = _handshake(client.get(SLEEP, server=False), server.get(SID, server=True))
+    assert _serial(c_end) == new.serial
+    c_end, _ = _handshake(client.get(SLEEP, server=False), sctx)  # a context already handed out keeps working
+    assert _serial(c_end) == old.serial
+
+
+def test_expired_certificate_refused_both_ways(tmp_path) -> None:
+    """The peer check refuses an expired certificate, presented by a server or by a client."""
+    from netlab.runtime.ztunnel.tls import Contexts
+
+    ca, ca_key = certs.load_ca(str(tmp_path))
+    expired = certs.issue_svid(ca, ca_key, SID, ttl_seconds=60, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    bad, good = Contexts(str(tmp_path)), Contexts(str(tmp_path))
+    bad.install(expired)
+    assert bad.rotations == 0  # a first SVID is not a rotation
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
+        _handshake(good.get(SLEEP, server=False), bad.get(SID, server=True))
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
+        _handshake(bad.get(SID, server=False), good.get(SLEEP, server=True))

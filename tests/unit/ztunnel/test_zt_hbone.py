@@ -68,10 +68,17 @@ def test_windows_and_frame_size_are_ztunnels() -> None:
     """SETTINGS: 4 MiB stream window, 1 MiB max frame; connection window raised to 16 MiB."""
     c, s = pair()
     for side in (c, s):
-        assert side._conn.local_settings.initial_window_size == 4 * 1024 * 1024
-        assert side._conn.local_settings.max_frame_size == 1024 * 1024
-        assert side._conn.inbound_flow_control_window == 16 * 1024 * 1024
-    assert c._conn.max_outbound_frame_size == 1024 * 1024
+        assert side.local_settings.initial_window_size == 4 * 1024 * 1024
+        assert side.local_settings.max_frame_size == 1024 * 1024
+        assert side.inbound_flow_control_window == 16 * 1024 * 1024
+    assert c.max_outbound_frame_size == 1024 * 1024
+    # what the peer learnt from our SETTINGS and WINDOW_UPDATE, seen by h2 as a foreign peer
+    raw = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    raw.initiate_connection()
+    raw.receive_data(HboneClient().data_to_send())
+    assert raw.remote_settings.initial_window_size == 4 * 1024 * 1024
+    assert raw.remote_settings.max_frame_size == 1024 * 1024
+    assert raw.outbound_flow_control_window == 16 * 1024 * 1024
 
 
 def test_tunnel_data_both_ways_and_half_close() -> None:
@@ -180,3 +187,86 @@ def test_state_table_rejects_illegal_transition() -> None:
 def test_parse_authority(text: str, expected: tuple[str, int]) -> None:
     """ip:port and [v6]:port."""
     assert hbone.parse_authority(text) == expected
+
+
+# --- the HTTP/2 framing against h2 as a foreign peer ------------------------------------------
+def raw_server() -> h2.connection.H2Connection:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn.initiate_connection()
+    return conn
+
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def test_h2_client_padded_data_ping_and_continuation() -> None:
+    """A foreign client: CONNECT split over HEADERS + CONTINUATION, padded DATA, PING answered."""
+    import hpack
+
+    s = HboneServer()
+    c = raw_client()
+    s.receive_data(c.data_to_send())
+    c.receive_data(s.data_to_send())
+    block = hpack.Encoder().encode([(":method", "CONNECT"), (":authority", "10.244.1.7:9080"), ("x-pad", "p" * 300)])
+    wire = frame(hbone.HEADERS, 0, 1, block[:100]) + frame(hbone.CONTINUATION, hbone.F_END_HEADERS, 1, block[100:])
+    [req] = s.receive_data(wire)
+    assert isinstance(req, ConnectRequest) and req.headers["x-pad"] == "p" * 300
+    s.respond(1, 200)
+    padded = bytes([3]) + b"hello" + b"\0\0\0"
+    evs = s.receive_data(frame(hbone.DATA, hbone.F_PADDED, 1, padded) + frame(hbone.PING, 0, 0, b"12345678"))
+    assert evs == [Data(1, b"hello", 9)]
+    assert frame(hbone.PING, hbone.F_ACK, 0, b"12345678") in s.data_to_send()
+
+
+def test_h2_server_sees_our_connect_and_tunnels_both_ways() -> None:
+    """HboneClient against h2's server: request headers, 200, data both ways, END_STREAM."""
+    c, srv = HboneClient(), raw_server()
+    evs = srv.receive_data(c.data_to_send())
+    c.receive_data(srv.data_to_send())
+    sid = c.connect("10.244.1.7:9080", forwarded_for="10.244.0.5:40000")
+    c.send_data(sid, b"early")  # before the 200, as ztunnel's peers allow
+    evs = srv.receive_data(c.data_to_send())
+    req = next(e for e in evs if isinstance(e, h2.events.RequestReceived))
+    assert dict(req.headers)[":method"] == "CONNECT" and dict(req.headers)[":authority"] == "10.244.1.7:9080"
+    assert [e.data for e in evs if isinstance(e, h2.events.DataReceived)] == [b"early"]
+    srv.send_headers(sid, [(":status", "200")])
+    srv.send_data(sid, b"x" * 100000)  # more than h2's 16 KiB frames: several DATA frames
+    srv.end_stream(sid)
+    evs = c.receive_data(srv.data_to_send())
+    assert evs[0] == Response(sid, 200)
+    assert b"".join(e.data for e in evs if isinstance(e, Data)) == b"x" * 100000 and evs[-1] == StreamEnded(sid)
+    for e in evs:
+        if isinstance(e, Data):
+            c.ack(sid, e.flow_len)
+    c.end_stream(sid)
+    evs = srv.receive_data(c.data_to_send())
+    assert any(isinstance(e, h2.events.StreamEnded) for e in evs)
+    assert sid not in c._streams
+
+
+def test_stream_window_overrun_resets_the_stream() -> None:
+    """DATA beyond the 4 MiB stream window: RST_STREAM FLOW_CONTROL_ERROR, the connection lives."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    chunk = b"y" * (1024 * 1024)
+    wire = b"".join(frame(hbone.DATA, 0, sid, chunk) for _ in range(5))
+    evs = s.receive_data(wire)
+    assert sum(len(e.data) for e in evs if isinstance(e, Data)) == 4 * 1024 * 1024
+    assert StreamReset(sid, hbone.ErrorCode.FLOW_CONTROL_ERROR, False) in evs and not s.closed
+
+
+def test_settings_change_window_and_frame_size() -> None:
+    """The peer's INITIAL_WINDOW_SIZE applies to open streams, its MAX_FRAME_SIZE to our frames."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    setting = (4).to_bytes(2, "big") + (10).to_bytes(4, "big") + (5).to_bytes(2, "big") + (16384).to_bytes(4, "big")
+    assert c.receive_data(frame(hbone.SETTINGS, 0, 0, setting)) == []
+    assert c.data_to_send() == frame(hbone.SETTINGS, hbone.F_ACK, 0, b"")
+    c.send_data(sid, b"z" * 100000)
+    assert c.buffered(sid) == 100000 - 10
+    c.data_to_send()
+    assert c.receive_data(frame(hbone.WINDOW_UPDATE, 0, sid, (100000).to_bytes(4, "big"))) == [hbone.WindowOpened(sid)]
+    evs = s.receive_data(c.data_to_send())
+    sizes = [len(e.data) for e in evs if isinstance(e, Data)]
+    assert sum(sizes) == 100000 - 10 and max(sizes) == 16384 and c.buffered(sid) == 0

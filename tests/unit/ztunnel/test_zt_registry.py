@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +107,53 @@ def test_malformed_registry_is_a_clear_error(tmp_path) -> None:
     p.write_text(json.dumps({"workloads": [{"uid": "x"}]}))
     with pytest.raises(RegistryError, match=r"workloads\[0\]: missing key 'name'"):
         Registry.load(str(p))
+
+
+K8S_UID = "8f2c9d1e-5b7a-5c3e-9d2f-0a1b2c3d4e5f"
+
+
+def _with_k8s_uid() -> dict:
+    d = doc()
+    d["workloads"][0]["k8s_uid"] = K8S_UID
+    return d
+
+
+def test_lookup_by_k8s_uid_and_registry_uid() -> None:
+    """ZDS's uid is the pod's Kubernetes UID: indexed next to the registry's own ns/name uid."""
+    r = Registry.from_dict(_with_k8s_uid())
+    assert r.workload_by_uid(K8S_UID).name == "productpage-v1"
+    assert r.workload_by_uid("default/productpage-v1").k8s_uid == K8S_UID
+    assert r.by_k8s_uid == {K8S_UID: r.workload_by_uid(K8S_UID)}
+    assert r.workload_by_uid("00000000-0000-5000-8000-000000000000") is None
+
+
+def test_workload_for_pod_uid_first_then_name_with_warning(caplog) -> None:
+    """By uid first (silently); by namespace/name only as a fallback, with a warning; else None."""
+    r = Registry.from_dict(_with_k8s_uid())
+    with caplog.at_level(logging.WARNING, logger="netlab.runtime.ztunnel.registry"):
+        # uid wins even if ZDS's name disagrees
+        assert r.workload_for_pod(K8S_UID, "default", "renamed").name == "productpage-v1"
+        assert not caplog.records
+        w = r.workload_for_pod("11111111-2222-5333-8444-555555555555", "default", "reviews-v1")
+        assert w is not None and w.uid == "default/reviews-v1"
+        assert len(caplog.records) == 1 and "matched default/reviews-v1 by name" in caplog.records[0].getMessage()
+        assert r.workload_for_pod("11111111-2222-5333-8444-555555555555", "default", "nope") is None
+
+
+def test_plan_registry_uids_resolve() -> None:
+    """The registry the plan writes (uid ns/name + uuid5 k8s_uid, what the CNI agent sends) resolves by uid."""
+    from netlab.plan.registry import build_registry, pod_uid
+    from netlab.topology.load import load_topology
+
+    topo = load_topology(str(Path(__file__).resolve().parents[3] / "topologies" / "bookinfo.yaml"))
+    r = Registry.from_dict(build_registry(topo, mode="inpod"))
+    for pod in topo.pods:
+        w = r.workload_by_uid(pod_uid(pod))
+        assert w is not None and (w.namespace, w.name) == (pod.namespace, pod.name)
+
+
+def test_duplicate_uid_refused() -> None:
+    d = doc()
+    d["workloads"].append(dict(d["workloads"][0], ip="10.244.1.99"))
+    with pytest.raises(RegistryError, match=r"workloads\[3\]: duplicate uid 'default/productpage-v1'"):
+        Registry.from_dict(d)
