@@ -10,8 +10,7 @@ Modules, sans-IO cores first:
 * ``certs``     - lab PKI (CA + SPIFFE X.509-SVIDs) with ``cryptography``.
 * ``registry``  - workloads, services, policies loaded from the lab's JSON file.
 * ``accesslog`` - the access-log lines (section C of the reference): opened, failed, complete.
-* ``hbone``     - HBONE CONNECT client/server, a lean HTTP/2 (RFC 9113) with ``hpack``:
-  bytes in, events out.
+* ``hbone``     - HBONE CONNECT client/server on top of ``h2`` (sans-IO): bytes in, events out.
 * ``tls``       - SSLContexts per identity (in-memory SVIDs renewed at half-life) and the
   SPIFFE SAN check after the handshake.
 * ``sockets``   - socket factories: node-routing (transparent, spoofed source) and in-pod

@@ -7,7 +7,18 @@ import re
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from netlab.errors import ProtocolError
 from netlab.runtime.ztunnel import hbone
@@ -189,34 +200,52 @@ def test_parse_authority(text: str, expected: tuple[str, int]) -> None:
     assert hbone.parse_authority(text) == expected
 
 
-# --- the HTTP/2 framing against h2 as a foreign peer ------------------------------------------
+# --- the h2 adapter against foreign peers (h2 itself, raw frames) --------------------------------
 def raw_server() -> h2.connection.H2Connection:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
     return conn
 
 
-def frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+def frames(wire: bytes) -> list[Frame]:
+    """Parse a byte string of whole HTTP/2 frames (hyperframe, h2's framing library)."""
+    out, pos = [], 0
+    while pos < len(wire):
+        f, length = Frame.parse_frame_header(memoryview(wire[pos:pos + 9]))
+        f.parse_body(memoryview(wire[pos + 9:pos + 9 + length]))
+        out.append(f)
+        pos += 9 + length
+    return out
+
+
+def test_h2_engine_is_configured_cheap_and_ztunnel_sized() -> None:
+    """The engine is h2's H2Connection, header validation/normalisation off, ztunnel's sizes."""
+    for side in (HboneClient(), HboneServer()):
+        conn = side._conn
+        assert isinstance(conn, h2.connection.H2Connection)
+        cfg = conn.config
+        assert not (cfg.validate_outbound_headers or cfg.normalize_outbound_headers
+                    or cfg.validate_inbound_headers or cfg.normalize_inbound_headers)
+        assert conn.max_inbound_frame_size == 1024 * 1024
 
 
 def test_h2_client_padded_data_ping_and_continuation() -> None:
     """A foreign client: CONNECT split over HEADERS + CONTINUATION, padded DATA, PING answered."""
-    import hpack
-
     s = HboneServer()
     c = raw_client()
     s.receive_data(c.data_to_send())
     c.receive_data(s.data_to_send())
     block = hpack.Encoder().encode([(":method", "CONNECT"), (":authority", "10.244.1.7:9080"), ("x-pad", "p" * 300)])
-    wire = frame(hbone.HEADERS, 0, 1, block[:100]) + frame(hbone.CONTINUATION, hbone.F_END_HEADERS, 1, block[100:])
-    [req] = s.receive_data(wire)
+    hf = HeadersFrame(1, data=block[:100])
+    cf = ContinuationFrame(1, data=block[100:], flags=["END_HEADERS"])
+    [req] = s.receive_data(hf.serialize() + cf.serialize())
     assert isinstance(req, ConnectRequest) and req.headers["x-pad"] == "p" * 300
     s.respond(1, 200)
-    padded = bytes([3]) + b"hello" + b"\0\0\0"
-    evs = s.receive_data(frame(hbone.DATA, hbone.F_PADDED, 1, padded) + frame(hbone.PING, 0, 0, b"12345678"))
+    df = DataFrame(1, data=b"hello", flags=["PADDED"], pad_length=3)
+    evs = s.receive_data(df.serialize() + PingFrame(0, opaque_data=b"12345678").serialize())
     assert evs == [Data(1, b"hello", 9)]
-    assert frame(hbone.PING, hbone.F_ACK, 0, b"12345678") in s.data_to_send()
+    pongs = [f for f in frames(s.data_to_send()) if isinstance(f, PingFrame)]
+    assert [(f.opaque_data, "ACK" in f.flags) for f in pongs] == [(b"12345678", True)]
 
 
 def test_h2_server_sees_our_connect_and_tunnels_both_ways() -> None:
@@ -245,28 +274,50 @@ def test_h2_server_sees_our_connect_and_tunnels_both_ways() -> None:
     assert sid not in c._streams
 
 
-def test_stream_window_overrun_resets_the_stream() -> None:
-    """DATA beyond the 4 MiB stream window: RST_STREAM FLOW_CONTROL_ERROR, the connection lives."""
+def test_acks_are_batched() -> None:
+    """ack() only sums credit; h2 gets it (one acknowledge_received_data per stream) once 128 KiB
+    are pending, and sends a WINDOW_UPDATE per half window (stream and connection), not per ack."""
     c, s = pair()
     sid = open_tunnel(c, s)
-    chunk = b"y" * (1024 * 1024)
-    wire = b"".join(frame(hbone.DATA, 0, sid, chunk) for _ in range(5))
-    evs = s.receive_data(wire)
-    assert sum(len(e.data) for e in evs if isinstance(e, Data)) == 4 * 1024 * 1024
-    assert StreamReset(sid, hbone.ErrorCode.FLOW_CONTROL_ERROR, False) in evs and not s.closed
+    for _ in range(100):  # small messages: credit held back, nothing on the wire
+        c.send_data(sid, b"m" * 100)
+        [ev] = s.receive_data(c.data_to_send())
+        s.ack(sid, ev.flow_len)
+        assert s.data_to_send() == b""
+    assert s._acks == {sid: 10000} and s.inbound_flow_control_window == 16 * 1024 * 1024 - 10000
+    c.send_data(sid, b"a" * (3 * 1024 * 1024))
+    evs = [e for e in s.receive_data(c.data_to_send()) if isinstance(e, Data)]
+    for e in evs:
+        s.ack(sid, e.flow_len)
+    updates = [f for f in frames(s.data_to_send()) if isinstance(f, WindowUpdateFrame)]
+    assert [(f.stream_id, f.window_increment) for f in updates] == [(sid, 3 * 1024 * 1024 + 10000)]  # < 8 MiB conn
+    assert s._acks == {} and s.inbound_flow_control_window == 16 * 1024 * 1024 - 3 * 1024 * 1024 - 10000
+
+
+def test_stream_window_overrun_is_a_connection_error() -> None:
+    """DATA beyond the 4 MiB stream window: h2 treats it as a connection error (RFC 9113 §6.9.1
+    allows either): ConnectionClosed FLOW_CONTROL_ERROR and a GOAWAY with that code out."""
+    c, s = pair()
+    sid = open_tunnel(c, s)
+    wire = b"".join(DataFrame(sid, data=b"y" * (1024 * 1024)).serialize() for _ in range(5))
+    [ev] = s.receive_data(wire)
+    assert isinstance(ev, hbone.ConnectionClosed) and ev.error_code == hbone.ErrorCode.FLOW_CONTROL_ERROR
+    [goaway] = [f for f in frames(s.data_to_send()) if isinstance(f, GoAwayFrame)]
+    assert s.closed and goaway.error_code == hbone.ErrorCode.FLOW_CONTROL_ERROR
 
 
 def test_settings_change_window_and_frame_size() -> None:
     """The peer's INITIAL_WINDOW_SIZE applies to open streams, its MAX_FRAME_SIZE to our frames."""
     c, s = pair()
     sid = open_tunnel(c, s)
-    setting = (4).to_bytes(2, "big") + (10).to_bytes(4, "big") + (5).to_bytes(2, "big") + (16384).to_bytes(4, "big")
-    assert c.receive_data(frame(hbone.SETTINGS, 0, 0, setting)) == []
-    assert c.data_to_send() == frame(hbone.SETTINGS, hbone.F_ACK, 0, b"")
+    sf = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 10, SettingsFrame.MAX_FRAME_SIZE: 16384})
+    assert c.receive_data(sf.serialize()) == []
+    assert [(type(f), f.flags) for f in frames(c.data_to_send())] == [(SettingsFrame, {"ACK"})]
     c.send_data(sid, b"z" * 100000)
     assert c.buffered(sid) == 100000 - 10
     c.data_to_send()
-    assert c.receive_data(frame(hbone.WINDOW_UPDATE, 0, sid, (100000).to_bytes(4, "big"))) == [hbone.WindowOpened(sid)]
+    wu = WindowUpdateFrame(sid, window_increment=100000)
+    assert c.receive_data(wu.serialize()) == [hbone.WindowOpened(sid)]
     evs = s.receive_data(c.data_to_send())
     sizes = [len(e.data) for e in evs if isinstance(e, Data)]
     assert sum(sizes) == 100000 - 10 and max(sizes) == 16384 and c.buffered(sid) == 0
