@@ -317,13 +317,19 @@ def test_unknown_ca_refused(lab: dict, restore_b: None) -> None:
                   "direction": "inbound", "error": i["error"]}
 
 
-def _served_cert(ns: str, certs_dir: str, client: tuple[str, str]) -> tuple[x509.Certificate, int]:
-    """TLS handshake with ztunnel B's :15008 (for echo) from node A; the certificate it serves."""
+def _client_ctx(certs_dir: str, client: tuple[str, str]) -> ssl.SSLContext:
+    """An HBONE client context with our own (test-chosen) certificate, trusting the lab CA."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(f"{certs_dir}/ca.pem")
     ctx.load_cert_chain(*client)
     ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def _served_cert(ns: str, certs_dir: str, client: tuple[str, str]) -> tuple[x509.Certificate, int]:
+    """TLS handshake with ztunnel B's :15008 (for echo) from node A; the certificate it serves."""
+    ctx = _client_ctx(certs_dir, client)
     s = connect(ns, SERVER_IP, 15008)
     port = s.getsockname()[1]
     with ctx.wrap_socket(s) as t:
@@ -335,11 +341,7 @@ def _refused(ns: str, certs_dir: str, client: tuple[str, str]) -> int:
     """Like _served_cert, but B must refuse our certificate; returns our port. In TLS 1.3 the client's
     handshake ends before the server has checked the client certificate: the refusal is the alert (or
     reset) on the first read instead of B's HTTP/2 SETTINGS."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.load_verify_locations(f"{certs_dir}/ca.pem")
-    ctx.load_cert_chain(*client)
-    ctx.set_alpn_protocols(["h2"])
+    ctx = _client_ctx(certs_dir, client)
     s = connect(ns, SERVER_IP, 15008)
     port = s.getsockname()[1]
     try:
