@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 from collections.abc import Iterable
 
 from pyroute2 import IPRoute
@@ -35,14 +36,27 @@ class NetnsLinks:
             # Made by this thread inside the netns (setns there and back): a netlink socket
             # belongs to the netns it was created in. pyroute2's own ``netns=`` forks a helper
             # process per socket for the same result, ~10 ms each, and enroll opens one per pod.
+            #
+            # pyroute2 keeps its socket per thread and makes a new one, lazily, for any other
+            # thread, in that thread's netns: used from another thread this object would talk
+            # to the root netns. So it belongs to the thread that made it, and says so.
             with nsenter.netns(ns):
-                self.ipr = IPRoute()
+                self._ipr = IPRoute()
+                self._ipr.get_links(1)  # the socket exists now, made in the lab netns
         except OSError as e:
             raise ApplyError(f"cannot open netns {ns}: {e.strerror}", obj=f"netns {ns}", errno=e.errno) from None
+        self._owner = threading.get_ident()
         self._idx: dict[str, int] = {}
 
+    @property
+    def ipr(self) -> IPRoute:
+        if threading.get_ident() != self._owner:
+            raise ApplyError(f"{self.ns}: netlink socket used from another thread (it would act on that "
+                             "thread's netns)", obj=f"netns {self.ns}")
+        return self._ipr
+
     def close(self) -> None:
-        self.ipr.close()
+        self._ipr.close()
 
     def __enter__(self) -> NetnsLinks:
         return self

@@ -9,6 +9,7 @@ netlink. ``on_step`` hears every step with whether it removed something, for the
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netlab.apply import iptables
 from netlab.apply.ipset import open_ipset
 from netlab.apply.netlink import NetnsLinks
+from netlab.errors import ApplyError
 from netlab.plan.teardown import Step
 
 log = logging.getLogger(__name__)
@@ -101,28 +103,43 @@ def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
                 ok = s.number in rules
                 if ok:
                     nl.del_rule(s.number)
-            elif s.kind == "link-down":
-                ok = s.name in links
-                if ok:
-                    nl.ipr.link("set", index=nl.index(s.name), state="down")
-            elif s.kind == "link-delete":
-                ok = s.name in links
-                if ok:
-                    nl.del_link(s.name)
+            elif s.kind in ("link-down", "link-delete"):
+                ok = s.name in links and _link_op(nl, s)
             else:  # ipset-destroy
                 ok = _destroy_ipset(ns, s.name)
+            log.debug("%s: %s%s", ns, s.render(), "" if ok else " (absent)")
             if ok:
                 done.append(s)
             on_step(s, ok)
     return done
 
 
+GONE = (errno.ENODEV, errno.ENOENT)
+
+
+def _link_op(nl: NetnsLinks, s: Step) -> bool:
+    """Set down or delete; False only if the link vanished meanwhile, any other error raises."""
+    try:
+        if s.kind == "link-down":
+            nl.ipr.link("set", index=nl.index(s.name), state="down")
+        else:
+            nl.ipr.link("del", index=nl.index(s.name))
+    except NetlinkError as e:
+        if e.code in GONE:
+            return False
+        raise ApplyError(f"{nl.ns}: {s.render()}: {e}", obj=f"link {s.name}", errno=e.code) from None
+    return True
+
+
 def _destroy_ipset(ns: str, name: str) -> bool:
+    """False if the set is not there; in use (EBUSY) or any other refusal raises."""
     ips = open_ipset(ns)
     try:
         ips.destroy(name)
         return True
-    except NetlinkError:
-        return False
+    except NetlinkError as e:
+        if e.code == errno.ENOENT:
+            return False
+        raise ApplyError(f"{ns}: ipset destroy {name}: {e}", obj=f"ipset {name}", errno=e.code) from None
     finally:
         ips.close()

@@ -80,11 +80,10 @@ def show(
 
     if what != "all" and what not in ORDER:
         raise LabError(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)")
-    from netlab.apply.iptables import backend_variant, tool
+    from netlab.observe.show import iptables_save_tool
 
     ns = lablib.target_netns(lab, target)
-    v = backend_variant(lablib.record_of(lab).iptables_backend)
-    res = show_(ns, what, iptables_save=tool("iptables-save", v) if v else "iptables-save")
+    res = show_(ns, what, iptables_save=iptables_save_tool(lablib.record_of(lab).iptables_backend))
     if json_:
         emit_json("show", {"lab": lab, "target": target, "netns": ns, "sections": dict(res)})
         return

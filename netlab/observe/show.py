@@ -41,3 +41,12 @@ def show(ns: str, what: str = "all", *, iptables_save: str = "iptables-save") ->
                                  and "table local" not in ln) + "\n"
             out.append((" ".join(argv), text))
     return out
+
+
+def iptables_save_tool(backend: str) -> str:
+    """The dump tool for a lab's rules: ``iptables-legacy-save`` when they went in through libiptc."""
+    from netlab.apply.iptables import backend_variant, tool
+
+    v = backend_variant(backend)
+    return tool("iptables-save", v) if v else "iptables-save"
+

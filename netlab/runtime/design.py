@@ -9,22 +9,29 @@ of the same topology, and its record says so.
 
 With the userspace Geneve forwarder, the forwarder is the rest of ``istioin``/``istioout``:
 it is stopped when A6 reaches its "set down and delete the tunnels" step, not before.
+
+The record is saved after each node, so a failure halfway leaves it true to the kernel; a
+second run picks up where the first stopped (absent objects and processes are skipped).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.apply import netns as netns_mod
 from netlab.apply import teardown
-from netlab.errors import LabError
+from netlab.apply.iptables import backend_variant
+from netlab.errors import LabError, NetlabError
 from netlab.plan.teardown import Step, node_teardown
 from netlab.runtime import supervisor
-from netlab.runtime.enroll import _cni_log, _state_lock
-from netlab.runtime.state import load_record
+from netlab.runtime.enroll import cni_log, state_lock
+from netlab.runtime.state import LabRecord, load_record
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,25 @@ class DesignTeardown:
     netns_removed: list[str] = field(default_factory=list)
 
 
-def _remove_process(lab: str, name: str, names_running: set[str], out: list[str]) -> None:
-    if name in names_running:
-        resp = supervisor.request(lab, {"op": "remove", "name": name})
-        if not resp.get("ok"):
-            raise LabError(f"lab {lab}: supervisor could not stop {name}: {resp.get('error')}")
-        out.append(name)
+def _ask(lab: str, req: dict) -> dict:
+    try:
+        resp = supervisor.request(lab, req)
+    except OSError as e:
+        raise LabError(f"lab {lab}: supervisor not reachable ({e.strerror or e})",
+                       hint=f"`netlab down {lab}` removes the whole lab") from None
+    if not resp.get("ok"):
+        raise LabError(f"lab {lab}: supervisor refused {req.get('op')} {req.get('name', '')}: {resp.get('error')}")
+    return resp
+
+
+def _save(lab: str, update) -> None:
+    """Re-read, change and save the record under the lab's state lock (enroll writes it too)."""
+    with state_lock(lab):
+        rec = load_record(lab)
+        if rec is None:
+            raise LabError(f"lab {lab} went away during the teardown")
+        update(rec)
+        rec.save()
 
 
 def remove_design(lab: str) -> DesignTeardown:
@@ -51,8 +71,17 @@ def remove_design(lab: str) -> DesignTeardown:
         raise LabError(f"lab {lab} runs mode {rec.mode}: --design-only undoes the node-routing design "
                        "(istio-cni cleanupNode); in inpod mode use `netlab unenroll`",
                        hint=f"`netlab down {lab}` removes the whole lab")
-    variant = "legacy" if rec.iptables_backend == "python-iptables" else None
-    running = {p["name"] for p in supervisor.request(lab, {"op": "status"})["processes"]}
+    # what the lab becomes, checked before anything is touched (the topology file may be gone)
+    from netlab.runtime.lab import make_plan, plan_sha
+
+    try:
+        sha = plan_sha(make_plan(rec.topology, name=lab, mode="none", istio_version=None, encap="auto",
+                                 probe=False))
+    except NetlabError as e:
+        raise LabError(f"lab {lab}: cannot rebuild its topology {rec.topology} as --mode none: {e}",
+                       hint=f"`netlab down {lab}` removes the whole lab") from None
+    variant = backend_variant(rec.iptables_backend)
+    running = {p["name"] for p in _ask(lab, {"op": "status"})["processes"]}
     result = DesignTeardown(lab)
     steps = node_teardown(rec.istio_version or "1.20")
     first_link = next(i for i, s in enumerate(steps) if s.kind in ("link-down", "link-delete"))
@@ -61,34 +90,44 @@ def remove_design(lab: str) -> DesignTeardown:
 
         def logged(s: Step, done: bool, node: str = node) -> None:
             if done:
-                _cni_log(lab, node, f"cleanupNode: {s.render()}")
+                cni_log(lab, node, f"cleanupNode: {s.render()}")
 
-        _cni_log(lab, node, "Cleaning up node: removing ambient redirection")
+        cni_log(lab, node, "Cleaning up node: removing ambient redirection")
         done = teardown.run(nns, steps[:first_link], variant=variant, on_step=logged)
         _remove_process(lab, f"geneve/{node}", running, result.processes_removed)
         done += teardown.run(nns, steps[first_link:], variant=variant, on_step=logged)
         result.removed[node] = [s.render() for s in done]
-        zpod = names.ztunnel_pod(node)
         _remove_process(lab, f"ztunnel/{node}", running, result.processes_removed)
-        zns = rec.members.pop(zpod, None)
-        rec.roles.pop(zpod, None)
+        zpod = names.ztunnel_pod(node)
+        zns = rec.members.get(zpod)
         if zns:
-            rec.netns.pop(zns, None)
             netns_mod.remove(zns)
             result.netns_removed.append(zns)
-    from netlab.runtime.lab import make_plan, plan_sha
 
-    sha = plan_sha(make_plan(rec.topology, name=lab, mode="none", istio_version=None, encap="auto", probe=False))
-    with _state_lock(lab):
+        def forget_pod(r: LabRecord, zpod: str = zpod) -> None:
+            ns = r.members.pop(zpod, None)
+            r.roles.pop(zpod, None)
+            if ns:
+                r.netns.pop(ns, None)
+
+        _save(lab, forget_pod)
+        log.debug("%s: node-routing design removed (%d objects)", node, len(done))
+
+    def unmeshed(r: LabRecord) -> None:
         _registry_without_mesh(lab)
-        fresh = load_record(lab) or rec
-        fresh.members, fresh.roles, fresh.netns = rec.members, rec.roles, rec.netns
-        for info in fresh.pods.values():
+        for info in r.pods.values():
             info["ambient"] = False
-        fresh.plan_sha = sha
-        fresh.mode, fresh.istio_version, fresh.encap = "none", None, None
-        fresh.save()
+        r.plan_sha = sha
+        r.mode, r.istio_version, r.encap = "none", None, None
+
+    _save(lab, unmeshed)
     return result
+
+
+def _remove_process(lab: str, name: str, running: set[str], out: list[str]) -> None:
+    if name in running:
+        _ask(lab, {"op": "remove", "name": name})
+        out.append(name)
 
 
 def _registry_without_mesh(lab: str) -> None:

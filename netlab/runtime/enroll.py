@@ -38,14 +38,14 @@ class EnrollResult:
     actions: tuple[str, ...] = ()
 
 
-def _cni_log(lab: str, node: str, msg: str) -> None:
+def cni_log(lab: str, node: str, msg: str) -> None:
     ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     with open(os.path.join(names.state_dir(lab), "logs", f"istio-cni.{node}.log"), "a") as f:
         f.write(f"{ts}\tinfo\tambient\t{msg}\n")
 
 
 @contextlib.contextmanager
-def _state_lock(lab: str) -> Iterator[None]:
+def state_lock(lab: str) -> Iterator[None]:
     """One writer at a time of ``lab.json`` and ``registry.json`` (read-modify-write), across
     threads and processes: concurrent ``netlab enroll`` runs must not undo each other."""
     fd = os.open(os.path.join(names.state_dir(lab), "enroll.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -89,7 +89,7 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
         if not resp.get("ok", False):
             raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")
         actions = tuple(resp.get("actions", ()))
-    with _state_lock(lab):  # the kernel and agent work above may run for several pods at once
+    with state_lock(lab):  # the kernel and agent work above may run for several pods at once
         _update_registry(lab, pod, on)
         fresh = load_record(lab)  # another enroll may have saved the record meanwhile
         if fresh is None:
@@ -112,20 +112,20 @@ def _node_routing(rec: LabRecord, pod: str, on: bool) -> tuple[str, ...]:
     try:
         with NetnsLinks(nns) as nl:
             if on:
-                _cni_log(rec.lab, node, f"Adding pod '{pod}/{ns}' ({uid}) to ipset")
+                cni_log(rec.lab, node, f"Adding pod '{pod}/{ns}' ({uid}) to ipset")
                 add_entry(ips, noderouting.IPSET, info["ip"], uid, ns=nns)
                 actions.append(f"ipset add {noderouting.IPSET} {info['ip']}")
-                _cni_log(rec.lab, node, f"Adding route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
+                cni_log(rec.lab, node, f"Adding route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
                                         f"{noderouting.ZT_INBOUND_TUN_IP} dev {noderouting.INBOUND_TUN} src {gw}]")
                 nl.add_route(route)
                 actions.append(route.render())
                 veth = names.pod_host_veth(rec.lab, pod)
                 apply_sysctls(nns, [Sysctl(nns, f"net.ipv4.conf.{veth}.rp_filter", "0")])
             else:
-                _cni_log(rec.lab, node, f"Removing pod '{pod}/{ns}' ({uid}) from ipset")
+                cni_log(rec.lab, node, f"Removing pod '{pod}/{ns}' ({uid}) from ipset")
                 del_entry(ips, noderouting.IPSET, info["ip"])
                 actions.append(f"ipset del {noderouting.IPSET} {info['ip']}")
-                _cni_log(rec.lab, node, f"Removing route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
+                cni_log(rec.lab, node, f"Removing route for {pod}/{ns}: [table 100 {info['ip']}/32 via "
                                         f"{noderouting.ZT_INBOUND_TUN_IP} dev {noderouting.INBOUND_TUN} src {gw}]")
                 nl.del_route(route)
                 actions.append("route del" + route.render()[len("route add"):])

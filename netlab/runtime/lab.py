@@ -157,6 +157,8 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
     t0 = time.monotonic()
     require_root()
     check_iptables_backend(iptables_backend)
+    if mode != "none":
+        specs.ztunnel_log_level()  # a bad $NETLAB_ZTUNNEL_LOG_LEVEL refuses the up, before any object
     plan = make_plan(topology, name=name, mode=mode, istio_version=istio_version, encap=encap)
     lab = plan.lab
     sha = plan_sha(plan)

@@ -10,7 +10,7 @@ import os
 import sys
 
 from netlab import names
-from netlab.errors import ProcessError
+from netlab.errors import PreflightError
 from netlab.plan.objects import Plan, Process
 
 # ztunnel's log level in a lab: `NETLAB_ZTUNNEL_LOG_LEVEL=debug netlab up ...` adds the access
@@ -18,12 +18,13 @@ from netlab.plan.objects import Plan, Process
 ZTUNNEL_LOG_LEVEL_ENV = "NETLAB_ZTUNNEL_LOG_LEVEL"
 
 
-def _ztunnel_log_level() -> str:
+def ztunnel_log_level() -> str:
+    """Checked by ``up`` before anything is built, read again when the ztunnel configs are written."""
     from netlab.runtime.ztunnel.accesslog import DEFAULT_LEVEL, LEVELS
 
     level = os.environ.get(ZTUNNEL_LOG_LEVEL_ENV) or DEFAULT_LEVEL
     if level not in LEVELS:
-        raise ProcessError(f"{ZTUNNEL_LOG_LEVEL_ENV}={level!r}: must be one of {', '.join(LEVELS)}")
+        raise PreflightError(f"{ZTUNNEL_LOG_LEVEL_ENV}={level!r}: must be one of {', '.join(LEVELS)}")
     return level
 
 
@@ -59,7 +60,7 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
                "access_log": os.path.join(state, "logs", f"ztunnel.{node}.access.log"),
                "zds_socket": os.path.join(state, "sockets", f"ztunnel-{node}.sock") if p.arg("mode") == "inpod" else None,
                "trust_domain": plan.registry.get("trust_domain", "cluster.local"),
-               "log_level": _ztunnel_log_level()}
+               "log_level": ztunnel_log_level()}
         path = os.path.join(state, f"ztunnel-{node}.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1, sort_keys=True)

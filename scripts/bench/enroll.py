@@ -31,7 +31,6 @@ the node's ipset and route are in), "registry" the moment every ztunnel had relo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -293,8 +292,11 @@ def main() -> None:
             os.unlink(path)
             for lab in (f"enz{n}", *(f"en{m[0]}{n}" for m in a.modes.split(","))):
                 if lab in lablib.known_labs():
-                    with contextlib.suppress(Exception):
+                    try:
                         lablib.down(lab)
+                    except Exception as e:  # keep tearing the others down, but say so
+                        print(f"bench: could not tear down lab {lab}: {e} (try `netlab down {lab}`)",
+                              file=sys.stderr)
     print_table(rows)
     os.makedirs(os.path.dirname(a.json_out) or ".", exist_ok=True)
     with open(a.json_out, "w") as f:

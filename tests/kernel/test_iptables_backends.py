@@ -115,3 +115,22 @@ def _size(path: str) -> int:
             return len(f.read())
     except FileNotFoundError:
         return 0
+
+
+def test_design_only_without_a_supervisor_is_one_clear_error() -> None:
+    import os
+    import signal
+    import time
+
+    from netlab.runtime.state import supervisor_pid
+
+    with lab_up("minimal", "ipd") as lab:
+        pid = supervisor_pid(lab)
+        os.kill(pid, signal.SIGKILL)
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower():
+            time.sleep(0.02)
+        p = netlab("down", lab, "--design-only", check=False)
+        assert p.returncode == 6, p.stderr
+        assert "supervisor not reachable" in p.stderr and "Traceback" not in p.stderr
+        # nothing was touched: the node still has its design
+        assert "ztunnel-pods-ips" in in_lab(lab, "node1", "ipset", "list", "-n").stdout

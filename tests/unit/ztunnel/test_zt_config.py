@@ -56,11 +56,11 @@ def test_lab_spec_writes_log_level(tmp_path, monkeypatch, env: str | None, level
 def test_lab_spec_refuses_bad_log_level(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from netlab.errors import ProcessError
+    from netlab.errors import PreflightError
     from netlab.plan.objects import Process
     from netlab.runtime import specs
 
     monkeypatch.setenv(specs.ZTUNNEL_LOG_LEVEL_ENV, "verbose")
     p = Process("ztunnel/n1", "ztunnel", "nl-zf-ztunnel-n1", (("mode", "inpod"), ("node", "n1")))
-    with pytest.raises(ProcessError, match="NETLAB_ZTUNNEL_LOG_LEVEL='verbose': must be one of debug, info"):
+    with pytest.raises(PreflightError, match="NETLAB_ZTUNNEL_LOG_LEVEL='verbose': must be one of debug, info"):
         specs.spec(SimpleNamespace(registry={}), p, str(tmp_path))
