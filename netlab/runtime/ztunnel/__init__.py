@@ -7,6 +7,7 @@ writes one access-log line per connection in ztunnel's exact format.
 
 Modules, sans-IO cores first:
 
+* ``config``    - the process configuration (JSON written by the lab).
 * ``certs``     - lab PKI (CA + SPIFFE X.509-SVIDs) with ``cryptography``.
 * ``registry``  - workloads, services, policies loaded from the lab's JSON file.
 * ``accesslog`` - the access-log lines (section C of the reference): opened, failed, complete.
@@ -17,6 +18,7 @@ Modules, sans-IO cores first:
   (sockets created inside the pod netns, SO_MARK 0x539).
 * ``relay``     - push-driven byte relays between two ends (TCP, HBONE stream), splice(2).
 * ``proxy``     - the asyncio drivers: one task per connection, HTTP/2 protocols, the pool.
+* ``watch``     - inotify watch on the registry file, so a change is reloaded at once.
 * ``server``    - the process: listeners, metrics (15020), readiness (15021), reload.
 * ``podmanager``- in-pod mode: per-pod listener sets driven by the ZDS client.
 

@@ -357,10 +357,6 @@ class _HboneConnection:
                 self._conn.close_connection(error_code)
 
     @property
-    def open_streams(self) -> int:
-        return len(self._streams)
-
-    @property
     def peer_max_streams(self) -> int:
         return self._conn.remote_settings.max_concurrent_streams
 

@@ -57,6 +57,11 @@ class PodManager:
     def uids(self) -> set[str]:
         return set(self._pods)
 
+    def identities(self) -> set[str]:
+        """The identities of the pods served (as ZDS described them, registry entry or not)."""
+        return {self.proxy.registry.identity(p.listeners.scope.fallback) for p in self._pods.values()
+                if p.listeners.scope.fallback is not None}
+
     async def add_workload(self, uid: str, netns_fd: int, info: WorkloadInfo) -> None:
         """Start serving pod ``uid``; idempotent for the same netns inode, replaces on a new one.
 

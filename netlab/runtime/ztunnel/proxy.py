@@ -402,9 +402,12 @@ class H2ClientConn(_H2Driver):
         self._responses: dict[int, asyncio.Future[int]] = {}
 
     def has_capacity(self) -> bool:
-        return not self.closed and len(self.streams) < min(self.core.peer_max_streams, 1000)
+        return not self.closed and len(self.streams) < min(self.core.peer_max_streams, hbone.MAX_CONCURRENT_STREAMS)
 
     async def open(self, authority: str, **headers: str | None) -> tuple[H2StreamEnd | None, int]:
+        """CONNECT and wait for the answer: ``(end, 200)`` or ``(None, status)``. A CONNECT that
+        times out, fails or is cancelled is reset (RST_STREAM CANCEL) and forgotten, so the peer
+        drops its half and the pool can reap the connection."""
         sid = self.core.connect(authority, **headers)  # type: ignore[arg-type]
         end = H2StreamEnd(self, sid)
         self.streams[sid] = end
@@ -413,6 +416,9 @@ class H2ClientConn(_H2Driver):
         self.flush()
         try:
             status = await asyncio.wait_for(fut, CONNECT_TIMEOUT)
+        except BaseException:
+            end.abort()  # RST_STREAM CANCEL, held credit given back, stream_done
+            raise
         finally:
             self._responses.pop(sid, None)
         if status != 200:
@@ -546,8 +552,17 @@ class Proxy:
     async def _relay_tcp(self, a: socket.socket, b: socket.socket, a_to_b: Counter, b_to_a: Counter) -> str | None:
         if self.use_splice:
             return await splice_relay(a, b, a_to_b, b_to_a)
-        ea = await TcpEnd.wrap(a, server_side=True)
-        eb = await TcpEnd.wrap(b, server_side=False)
+        try:
+            ea = await TcpEnd.wrap(a, server_side=True)
+        except BaseException:
+            b.close()  # ``a`` is the caller's, closed by its error path
+            raise
+        try:
+            eb = await TcpEnd.wrap(b, server_side=False)
+        except BaseException:
+            b.close()
+            ea.abort()
+            raise
         return await relay(ea, eb, a_to_b, b_to_a)
 
     # outbound -----------------------------------------------------------------------------------
@@ -638,7 +653,11 @@ class Proxy:
                                   revision=src.canonical_revision or "latest"))
         if end is None:
             raise ConnectionRefusedError(f"http status: {status} {_REASONS.get(status, '')}".rstrip())
-        client = await TcpEnd.wrap(sock, server_side=True)
+        try:
+            client = await TcpEnd.wrap(sock, server_side=True)
+        except BaseException:
+            end.abort()
+            raise
         a2b, b2a = Counter(), Counter()
         try:
             rec.error = await relay(client, end, a2b, b2a)
@@ -773,7 +792,11 @@ class Proxy:
                 return
             conn.core.respond(req.stream_id, 200)
             conn.flush()
-            upstream = await TcpEnd.wrap(up, server_side=False)
+            try:
+                upstream = await TcpEnd.wrap(up, server_side=False)
+            except BaseException:
+                up.close()
+                raise
             a2b, b2a = Counter(), Counter()
             try:
                 rec.error = await relay(end, upstream, a2b, b2a)
@@ -783,6 +806,10 @@ class Proxy:
             log.debug("inbound stream failed", exc_info=True)
             rec.error = rec.error or _error_text(e)
             end.abort()
+        except BaseException:  # cancelled (connection or ztunnel going away): reset the stream
+            rec.error = rec.error or "cancelled"
+            end.abort()
+            raise
         finally:
             if status != 200:
                 conn.core.respond(req.stream_id, status)

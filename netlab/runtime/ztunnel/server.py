@@ -137,9 +137,14 @@ class Ztunnel:
 
     def _ensure_certs(self) -> None:
         """The lab's SVID files (for clients outside ztunnel), then ztunnel's own in-memory
-        SVIDs for this node's workloads (others are issued on first use)."""
+        SVIDs for this node's workloads (others are issued on first use); those of identities
+        gone from the registry (and from the pods served in-pod) are dropped."""
         ids = [self.registry.identity(w) for w in self.registry.workloads.values()]
         certs.ensure_identities(self.config.certs_dir, ids)
+        keep = set(ids)
+        if self.pod_manager is not None:
+            keep |= self.pod_manager.identities()
+        self.contexts.retain(keep)
         self.contexts.prefetch(sorted({self.registry.identity(w) for w in self.registry.workloads.values()
                                        if w.node == self.config.node}))
 

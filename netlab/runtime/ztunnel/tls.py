@@ -91,10 +91,17 @@ class Contexts:
             ctx = self._cache[key] = self._make(self.svid(identity), server)
         return ctx
 
-    def clear(self) -> None:
-        """Forget every SVID and context (issued anew on next use)."""
-        self._svids.clear()
-        self._cache.clear()
+    def retain(self, identities: set[str] | frozenset[str]) -> list[str]:
+        """Forget the SVIDs and contexts of every identity not in ``identities`` (gone from the
+        registry: no longer renewed; issued anew should one be used again). Returns those dropped."""
+        gone = sorted(i for i in self._svids if i not in identities)
+        for identity in gone:
+            del self._svids[identity]
+        for key in [k for k in self._cache if k[0] not in identities]:
+            del self._cache[key]
+        if gone:
+            log.debug("certificates dropped (identities gone): %s", ", ".join(gone))
+        return gone
 
     # rotation -----------------------------------------------------------------------------------
     def due(self, now: dt.datetime) -> list[str]:
@@ -125,7 +132,9 @@ class Contexts:
         """Renew every SVID due at ``now`` (keys and signatures made off the event loop)."""
         ids = self.due(now or dt.datetime.now(dt.UTC))
         for identity in ids:
-            self.install(*await asyncio.to_thread(self._renewed, identity))
+            renewed = await asyncio.to_thread(self._renewed, identity)
+            if identity in self._svids:  # not dropped by retain() meanwhile
+                self.install(*renewed)
         return ids
 
 

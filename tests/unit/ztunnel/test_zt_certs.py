@@ -167,3 +167,43 @@ def test_expired_certificate_refused_both_ways(tmp_path) -> None:
         _handshake(good.get(SLEEP, server=False), bad.get(SID, server=True))
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
         _handshake(bad.get(SID, server=False), good.get(SLEEP, server=True))
+
+
+def test_identities_gone_from_registry_are_dropped(tmp_path) -> None:
+    """retain() forgets the SVIDs and contexts of identities no longer wanted: they are not
+    renewed any more (no rotation counted), and one used again is issued afresh."""
+    from netlab.runtime.ztunnel.tls import Contexts
+
+    c = Contexts(str(tmp_path), cert_ttl=100)
+    c.prefetch([SID, SLEEP])
+    c.get(SID, server=True)
+    c.get(SLEEP, server=False)
+    old = c.svid(SLEEP)
+    assert c.retain({SID}) == [SLEEP]
+    assert c.retain({SID}) == []
+    assert c.due(old.not_after) == [SID] and c.next_refresh() == c.svid(SID).refresh_at
+    assert {k[0] for k in c._cache} == {SID}
+    assert asyncio.run(c.rotate_due(old.not_after)) == [SID] and c.rotations == 1
+    assert c.svid(SLEEP).serial != old.serial and c.rotations == 1  # issued anew, not a rotation
+
+
+def test_ztunnel_reload_drops_removed_identities(tmp_path) -> None:
+    """On a registry reload the ztunnel keeps the SVIDs of the identities still registered only."""
+    import types
+
+    from netlab.runtime.ztunnel.server import Ztunnel
+    from netlab.runtime.ztunnel.tls import Contexts
+
+    class _Reg:
+        workloads = {"productpage": types.SimpleNamespace(node="n1")}
+
+        def identity(self, w) -> str:
+            return SID
+
+    z = Ztunnel.__new__(Ztunnel)
+    z.config = types.SimpleNamespace(certs_dir=str(tmp_path), node="n1")  # type: ignore[assignment]
+    z.registry, z.pod_manager = _Reg(), None  # type: ignore[assignment]
+    z.contexts = Contexts(str(tmp_path))
+    z.contexts.prefetch([SID, SLEEP])  # sleep was registered before the reload
+    z._ensure_certs()
+    assert z.contexts.due(dt.datetime.max.replace(tzinfo=dt.UTC)) == [SID]
