@@ -27,7 +27,10 @@ OnStep = Callable[[Step, bool], None]
 
 
 def _present_iptables(saved: str) -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
-    """({(table, user chain)}, {(table, hook, target)}) of an ``iptables-save`` dump."""
+    """({(table, user chain)}, {(table, hook, target)}) of an ``iptables-save`` dump.
+
+    Not :func:`netlab.apply.iptables.by_chain`: that form drops the built-in/user distinction.
+    """
     chains: set[tuple[str, str]] = set()
     jumps: set[tuple[str, str, str]] = set()
     table = ""
@@ -36,10 +39,8 @@ def _present_iptables(saved: str) -> tuple[set[tuple[str, str]], set[tuple[str, 
             table = line[1:].strip()
         elif line.startswith(":") and line.split()[1] == "-":  # user chains only
             chains.add((table, line[1:].split()[0]))
-        else:
-            m = re.fullmatch(r"-A (\S+) -j (\S+)", line.strip())
-            if m:
-                jumps.add((table, m.group(1), m.group(2)))
+        elif m := re.fullmatch(r"-A (\S+) -j (\S+)", line.strip()):
+            jumps.add((table, m.group(1), m.group(2)))
     return chains, jumps
 
 
@@ -74,20 +75,17 @@ def restore_text(steps: list[Step]) -> str:
 
 
 def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
-        on_step: OnStep = lambda s, done: None) -> list[Step]:
-    """Remove what ``steps`` name from ``ns`` in order; return the steps that removed something."""
+        on_step: OnStep = lambda s, done: None,
+        before_netlink: Callable[[Step], None] = lambda s: None) -> list[Step]:
+    """Remove what ``steps`` name from ``ns`` in order; return the steps that removed something.
+
+    ``before_netlink`` runs before each route/rule/link/ipset step (the iptables steps, which
+    come first in A6, have all been committed by then).
+    """
     chains, jumps = _present_iptables(iptables.save(ns, variant))
-    ipt_steps: list[Step] = []
+    ipt_steps = [s for s in steps if s.is_iptables and
+                 ((s.table, s.hook, s.chain) in jumps if s.kind == "jump-delete" else (s.table, s.chain) in chains)]
     done: list[Step] = []
-    for s in (s for s in steps if s.is_iptables):
-        if s.kind == "chain-flush":
-            present = (s.table, s.chain) in chains
-        elif s.kind == "jump-delete":
-            present = (s.table, s.hook, s.chain) in jumps
-        else:
-            present = (s.table, s.chain) in chains
-        if present:
-            ipt_steps.append(s)
     if ipt_steps:
         iptables.restore(ns, restore_text(ipt_steps), noflush=True, v=variant)
     removed = set(ipt_steps)
@@ -97,16 +95,9 @@ def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
         for s in steps:
             if s.is_iptables:
                 ok = s in removed
-            elif s.kind == "route-flush":
-                ok = bool(nl.ipr.flush_routes(table=s.number))
-            elif s.kind == "rule-delete":
-                ok = s.number in rules
-                if ok:
-                    nl.del_rule(s.number)
-            elif s.kind in ("link-down", "link-delete"):
-                ok = s.name in links and _link_op(nl, s)
-            else:  # ipset-destroy
-                ok = _destroy_ipset(ns, s.name)
+            else:
+                before_netlink(s)
+                ok = _netlink_step(nl, s, rules, links)
             log.debug("%s: %s%s", ns, s.render(), "" if ok else " (absent)")
             if ok:
                 done.append(s)
@@ -115,6 +106,19 @@ def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
 
 
 GONE = (errno.ENODEV, errno.ENOENT)
+
+
+def _netlink_step(nl: NetnsLinks, s: Step, rules: set[int], links: set[str]) -> bool:
+    if s.kind == "route-flush":
+        return bool(nl.ipr.flush_routes(table=s.number))
+    if s.kind == "rule-delete":
+        if s.number not in rules:
+            return False
+        nl.del_rule(s.number)
+        return True
+    if s.kind in ("link-down", "link-delete"):
+        return s.name in links and _link_op(nl, s)
+    return _destroy_ipset(nl.ns, s.name)  # ipset-destroy
 
 
 def _link_op(nl: NetnsLinks, s: Step) -> bool:

@@ -64,28 +64,22 @@ class Step:
                 "ipset-destroy": f"ipset destroy {self.name}"}[self.kind]
 
 
-def _hooks(version: str) -> list[tuple[str, str]]:
-    """(table, hook) in A6's order; filter FORWARD exists from 1.19 on."""
-    hooks = [("nat", "PREROUTING"), ("nat", "POSTROUTING"), ("mangle", "PREROUTING"), ("mangle", "POSTROUTING"),
-             ("mangle", "FORWARD"), ("mangle", "INPUT"), ("mangle", "OUTPUT")]
-    if version != "1.18":
-        hooks.append(("filter", "FORWARD"))
-    return hooks
+# A6 step 1 flushes the chains in this order, step 2 deletes jump + chain per hook in the
+# second; filter FORWARD exists from 1.19 on.
+FLUSH_ORDER = (("nat", "PREROUTING"), ("nat", "POSTROUTING"), ("mangle", "PREROUTING"), ("mangle", "POSTROUTING"),
+               ("mangle", "OUTPUT"), ("mangle", "INPUT"), ("mangle", "FORWARD"), ("filter", "FORWARD"))
+DELETE_ORDER = (("nat", "PREROUTING"), ("nat", "POSTROUTING"), ("mangle", "PREROUTING"), ("mangle", "POSTROUTING"),
+                ("mangle", "FORWARD"), ("mangle", "INPUT"), ("mangle", "OUTPUT"), ("filter", "FORWARD"))
 
 
-def _flush_order(version: str) -> list[tuple[str, str]]:
-    """A6 step 1's chain list: nat PREROUTING/POSTROUTING, mangle P/P/OUTPUT/INPUT/FORWARD, filter FORWARD."""
-    chains = [("nat", "PREROUTING"), ("nat", "POSTROUTING"), ("mangle", "PREROUTING"), ("mangle", "POSTROUTING"),
-              ("mangle", "OUTPUT"), ("mangle", "INPUT"), ("mangle", "FORWARD")]
-    if version != "1.18":
-        chains.append(("filter", "FORWARD"))
-    return chains
+def _in(version: str, order: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    return [(t, h) for t, h in order if t != "filter" or version != "1.18"]
 
 
 def node_teardown(version: str) -> tuple[Step, ...]:
     """Every removal of ``cleanupNode`` for ``version``, in the order istio-cni makes them."""
-    steps = [Step("chain-flush", table=t, chain=f"ztunnel-{h}") for t, h in _flush_order(version)]
-    for t, h in _hooks(version):
+    steps = [Step("chain-flush", table=t, chain=f"ztunnel-{h}") for t, h in _in(version, FLUSH_ORDER)]
+    for t, h in _in(version, DELETE_ORDER):
         steps += [Step("jump-delete", table=t, chain=f"ztunnel-{h}", hook=h),
                   Step("chain-delete", table=t, chain=f"ztunnel-{h}")]
     steps += [Step("route-flush", number=n) for n in (TABLE_INBOUND, TABLE_OUTBOUND, TABLE_PROXY)]

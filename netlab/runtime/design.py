@@ -16,9 +16,7 @@ second run picks up where the first stopped (absent objects and processes are sk
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 
 from netlab import names
@@ -28,8 +26,8 @@ from netlab.apply.iptables import backend_variant
 from netlab.errors import LabError, NetlabError
 from netlab.plan.teardown import Step, node_teardown
 from netlab.runtime import supervisor
-from netlab.runtime.enroll import cni_log, state_lock
-from netlab.runtime.state import LabRecord, load_record
+from netlab.runtime.enroll import cni_log, set_registry_protocol
+from netlab.runtime.state import LabRecord, load_record, update_record
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +51,6 @@ def _ask(lab: str, req: dict) -> dict:
     return resp
 
 
-def _save(lab: str, update) -> None:
-    """Re-read, change and save the record under the lab's state lock (enroll writes it too)."""
-    with state_lock(lab):
-        rec = load_record(lab)
-        if rec is None:
-            raise LabError(f"lab {lab} went away during the teardown")
-        update(rec)
-        rec.save()
-
-
 def remove_design(lab: str) -> DesignTeardown:
     rec = load_record(lab)
     if rec is None:
@@ -84,7 +72,6 @@ def remove_design(lab: str) -> DesignTeardown:
     running = {p["name"] for p in _ask(lab, {"op": "status"})["processes"]}
     result = DesignTeardown(lab)
     steps = node_teardown(rec.istio_version or "1.20")
-    first_link = next(i for i, s in enumerate(steps) if s.kind in ("link-down", "link-delete"))
     for node in sorted(rec.nodes):
         nns = names.netns(lab, node)
 
@@ -92,10 +79,12 @@ def remove_design(lab: str) -> DesignTeardown:
             if done:
                 cni_log(lab, node, f"cleanupNode: {s.render()}")
 
+        def at_tunnels(s: Step, node: str = node) -> None:
+            if s.kind == "link-down":  # the userspace forwarder is the rest of istioin/istioout
+                _remove_process(lab, f"geneve/{node}", running, result.processes_removed)
+
         cni_log(lab, node, "Cleaning up node: removing ambient redirection")
-        done = teardown.run(nns, steps[:first_link], variant=variant, on_step=logged)
-        _remove_process(lab, f"geneve/{node}", running, result.processes_removed)
-        done += teardown.run(nns, steps[first_link:], variant=variant, on_step=logged)
+        done = teardown.run(nns, steps, variant=variant, on_step=logged, before_netlink=at_tunnels)
         result.removed[node] = [s.render() for s in done]
         _remove_process(lab, f"ztunnel/{node}", running, result.processes_removed)
         zpod = names.ztunnel_pod(node)
@@ -110,32 +99,23 @@ def remove_design(lab: str) -> DesignTeardown:
             if ns:
                 r.netns.pop(ns, None)
 
-        _save(lab, forget_pod)
+        update_record(lab, forget_pod, during="the design teardown")
         log.debug("%s: node-routing design removed (%d objects)", node, len(done))
 
     def unmeshed(r: LabRecord) -> None:
-        _registry_without_mesh(lab)
+        set_registry_protocol(lab, False)
         for info in r.pods.values():
             info["ambient"] = False
         r.plan_sha = sha
         r.mode, r.istio_version, r.encap = "none", None, None
 
-    _save(lab, unmeshed)
+    update_record(lab, unmeshed, during="the design teardown")
     return result
 
 
 def _remove_process(lab: str, name: str, running: set[str], out: list[str]) -> None:
     if name in running:
         _ask(lab, {"op": "remove", "name": name})
+        running.discard(name)
         out.append(name)
 
-
-def _registry_without_mesh(lab: str) -> None:
-    path = os.path.join(names.state_dir(lab), "registry.json")
-    with open(path) as f:
-        reg = json.load(f)
-    for w in reg["workloads"]:
-        w["protocol"] = "TCP"
-    with open(path + ".tmp", "w") as f:
-        json.dump(reg, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)

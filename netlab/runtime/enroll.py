@@ -8,13 +8,10 @@ ztunnel over ZDS. Either way the registry ztunnel reads is updated (protocol HBO
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netlab import names
@@ -24,7 +21,7 @@ from netlab.apply.sysctl import apply_sysctls
 from netlab.errors import LabError
 from netlab.plan import noderouting
 from netlab.plan.objects import Sysctl
-from netlab.runtime.state import LabRecord, load_record
+from netlab.runtime.state import LabRecord, load_record, update_record
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +41,16 @@ def cni_log(lab: str, node: str, msg: str) -> None:
         f.write(f"{ts}\tinfo\tambient\t{msg}\n")
 
 
-@contextlib.contextmanager
-def state_lock(lab: str) -> Iterator[None]:
-    """One writer at a time of ``lab.json`` and ``registry.json`` (read-modify-write), across
-    threads and processes: concurrent ``netlab enroll`` runs must not undo each other."""
-    fd = os.open(os.path.join(names.state_dir(lab), "enroll.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> None:
+    """Mark ``pods`` (default: every workload) HBONE or TCP in the registry ztunnel reads.
 
-
-def _update_registry(lab: str, pod: str, on: bool) -> None:
+    Call it under :func:`netlab.runtime.state.state_lock`: it is a read-modify-write.
+    """
     path = os.path.join(names.state_dir(lab), "registry.json")
     with open(path) as f:
         reg = json.load(f)
     for w in reg["workloads"]:
-        if w["name"] == pod:
+        if pods is None or w["name"] in pods:
             w["protocol"] = "HBONE" if on else "TCP"
     with open(path + ".tmp", "w") as f:
         json.dump(reg, f, indent=1, sort_keys=True)
@@ -89,13 +78,12 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
         if not resp.get("ok", False):
             raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")
         actions = tuple(resp.get("actions", ()))
-    with state_lock(lab):  # the kernel and agent work above may run for several pods at once
-        _update_registry(lab, pod, on)
-        fresh = load_record(lab)  # another enroll may have saved the record meanwhile
-        if fresh is None:
-            raise LabError(f"lab {lab} went away during the enrollment of {pod}")
+    def enrolled(fresh: LabRecord) -> None:  # another enroll may have saved the record meanwhile
+        set_registry_protocol(lab, on, {pod})
         fresh.pods[pod]["ambient"] = on
-        fresh.save()
+
+    # the kernel and agent work above may run for several pods at once; the bookkeeping may not
+    update_record(lab, enrolled, during=f"the enrollment of {pod}")
     return EnrollResult(lab, pod, on, True, actions)
 
 

@@ -6,9 +6,12 @@ objects by marker (netns names, /etc/netns dirs) and by netns inode (processes).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from netlab import names
@@ -51,6 +54,30 @@ def load_record(lab: str) -> LabRecord | None:
         return None
     except (ValueError, TypeError) as e:
         raise LabError(f"lab {lab}: state record is unreadable ({e}); run `netlab gc`") from None
+
+
+@contextlib.contextmanager
+def state_lock(lab: str) -> Iterator[None]:
+    """One writer at a time of ``lab.json`` and ``registry.json`` (read-modify-write), across
+    threads and processes: concurrent ``netlab enroll`` runs must not undo each other."""
+    fd = os.open(os.path.join(names.state_dir(lab), "enroll.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_record(lab: str, change: Callable[[LabRecord], None], *, during: str) -> None:
+    """Re-read ``lab.json`` under :func:`state_lock`, apply ``change``, save it. ``change`` may
+    rewrite ``registry.json`` too (same lock); it must not take the lock again (flock on a
+    second fd of this process would wait for itself)."""
+    with state_lock(lab):
+        rec = load_record(lab)
+        if rec is None:
+            raise LabError(f"lab {lab} went away during {during}")
+        change(rec)
+        rec.save()
 
 
 def state_labs() -> list[str]:
