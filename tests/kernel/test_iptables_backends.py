@@ -134,3 +134,20 @@ def test_design_only_without_a_supervisor_is_one_clear_error() -> None:
         assert "supervisor not reachable" in p.stderr and "Traceback" not in p.stderr
         # nothing was touched: the node still has its design
         assert "ztunnel-pods-ips" in in_lab(lab, "node1", "ipset", "list", "-n").stdout
+
+
+@pytest.mark.parametrize(("env", "args", "msg"), [
+    ({}, ("--iptables-backend", "bogus"), "unknown iptables backend 'bogus'"),
+    ({"NETLAB_ZTUNNEL_LOG_LEVEL": "verbose"}, (), "NETLAB_ZTUNNEL_LOG_LEVEL='verbose'"),
+])
+def test_bad_up_options_refuse_before_building(env: dict, args: tuple, msg: str) -> None:
+    import os
+
+    p = netlab("up", "minimal", "--name", "ipe", *args, check=False, env={**os.environ, **env})
+    assert p.returncode == 7 and msg in p.stderr.replace("\n", " ") and "Traceback" not in p.stderr
+    assert not lab_netns("ipe") and not os.path.exists(names.state_dir("ipe"))
+
+
+def test_design_only_takes_one_lab() -> None:
+    p = netlab("down", "--all", "--design-only", check=False)
+    assert p.returncode == 6 and "--design-only takes one lab" in p.stderr
