@@ -23,11 +23,13 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -60,6 +62,19 @@ def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
 def identity_paths(dir: str, spiffe: str) -> tuple[str, str]:
     _, ns, sa = parse_spiffe(spiffe)
     return os.path.join(dir, f"{ns}.{sa}.pem"), os.path.join(dir, f"{ns}.{sa}-key.pem")
+
+
+@contextlib.contextmanager
+def _issuing(dir: str) -> Iterator[None]:
+    """Exclusive right to (re)write identity files in ``dir``, across processes: every ztunnel of
+    a lab refreshes the same files on a registry reload, and a key of one issue next to the
+    certificate of another would make the pair unusable for curl."""
+    fd = os.open(os.path.join(dir, ".issue.lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _now() -> dt.datetime:
@@ -155,16 +170,26 @@ def issue_identity(dir: str, spiffe: str, *, ttl_hours: float = 24) -> tuple[str
     parse_spiffe(spiffe)
     ca, ca_key = load_ca(dir)
     cert_path, key_path = identity_paths(dir, spiffe)
-    _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
+    with _issuing(dir):
+        _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
     return cert_path, key_path
 
 
 def _still_valid(cert_path: str, key_path: str, margin: dt.timedelta) -> bool:
-    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+    """The pair exists, belongs together and is not about to expire."""
+    try:
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        with open(key_path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+    except (OSError, ValueError):
         return False
-    with open(cert_path, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
+    if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
+        return False
     return cert.not_valid_after_utc - margin > _now()
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def ensure_identities(dir: str, ids: Iterable[str], *, ttl_hours: float = 24) -> dict[str, tuple[str, str]]:
@@ -175,12 +200,13 @@ def ensure_identities(dir: str, ids: Iterable[str], *, ttl_hours: float = 24) ->
     ca, ca_key = load_ca(dir)
     margin = dt.timedelta(hours=min(1.0, ttl_hours / 2))
     out: dict[str, tuple[str, str]] = {}
-    for spiffe in sorted(set(ids)):
-        parse_spiffe(spiffe)
-        cert_path, key_path = identity_paths(dir, spiffe)
-        if not _still_valid(cert_path, key_path, margin):
-            _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
-        out[spiffe] = (cert_path, key_path)
+    with _issuing(dir):
+        for spiffe in sorted(set(ids)):
+            parse_spiffe(spiffe)
+            cert_path, key_path = identity_paths(dir, spiffe)
+            if not _still_valid(cert_path, key_path, margin):
+                _issue(ca, ca_key, spiffe, cert_path, key_path, ttl_hours)
+            out[spiffe] = (cert_path, key_path)
     return out
 
 

@@ -50,6 +50,51 @@ def test_ensure_identities_reuses_valid_and_renews_expiring(tmp_path) -> None:
     assert open(paths[SID][0], "rb").read() != short
 
 
+def test_ensure_identities_reissues_a_pair_that_does_not_match(tmp_path) -> None:
+    """A key that is not the certificate's (left by a crash, or another writer) is re-issued."""
+    sleep = "spiffe://cluster.local/ns/default/sa/sleep"
+    paths = certs.ensure_identities(str(tmp_path), [SID, sleep])
+    cert_path, key_path = paths[SID]
+    os.replace(paths[sleep][1], key_path)  # productpage's cert next to sleep's key
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with pytest.raises(ssl.SSLError):
+        ctx.load_cert_chain(cert_path, key_path)
+    certs.ensure_identities(str(tmp_path), [SID])
+    ctx.load_cert_chain(cert_path, key_path)
+    assert certs.spiffe_ids_of(open(cert_path, "rb").read()) == [SID]
+
+
+def _issue_when(go, d: str) -> None:
+    go.wait(30)
+    certs.issue_identity(d, SID)
+
+
+def test_issuers_take_turns(tmp_path) -> None:
+    """Every ztunnel of a lab refreshes the same files: while one writer holds the directory,
+    another waits, so a pair never mixes two issues."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("fork")
+    certs.ensure_ca(str(tmp_path))
+    cert_path, key_path = certs.issue_identity(str(tmp_path), SID)
+    before = open(cert_path, "rb").read()
+    go = mp.Event()
+    child = mp.Process(target=_issue_when, args=(go, str(tmp_path)))
+    child.start()  # forked before we hold the lock: it must not inherit our lock's descriptor
+    try:
+        with certs._issuing(str(tmp_path)):
+            go.set()
+            child.join(0.5)
+            assert child.is_alive() and open(cert_path, "rb").read() == before  # waiting for us
+        child.join(30)
+        assert child.exitcode == 0 and open(cert_path, "rb").read() != before
+    finally:
+        if child.is_alive():
+            child.kill()
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
 def test_ca_is_created_once(tmp_path) -> None:
     """ensure_ca does not replace an existing CA."""
     a = certs.ensure_ca(str(tmp_path))
