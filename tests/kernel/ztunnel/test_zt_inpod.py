@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import socket
@@ -47,6 +48,7 @@ def _listeners(ns: str) -> dict[int, str]:
 
 
 def _fds() -> int:
+    gc.collect()  # objects of earlier tests closing their fds mid-test would skew the count
     return len(os.listdir("/proc/self/fd"))
 
 

@@ -91,6 +91,8 @@ def test_issuers_take_turns(tmp_path) -> None:
     finally:
         if child.is_alive():
             child.kill()
+            child.join(5)
+        child.close()  # its sentinel pipe, not left for a later test's fd count
     ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 

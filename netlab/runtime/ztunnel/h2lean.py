@@ -1,0 +1,167 @@
+"""h2's ``H2Connection`` with a lean path for the DATA frames of open streams.
+
+HBONE relays each message as one DATA frame, and h2 spends some seventy Python calls on every
+one: frame and flag objects, two state machines, the window managers, and a ``repr()`` of every
+received frame for its trace log, which no setting turns off. In a lab that is about 40 µs of
+CPU per ztunnel per request with the caches the other processes leave cold — the largest single
+cost of a meshed request (A/B in ``docs/benchmarks.md``, "Data path").
+
+:class:`LeanDataConnection` keeps h2 as the HTTP/2 implementation: preface, SETTINGS, HPACK,
+stream lifecycle, flow-control accounting, WINDOW_UPDATE, PING, RST_STREAM, GOAWAY and every
+error are h2's. It takes over only the common case of a DATA frame itself — sent on, or
+received for, a stream open in that direction; unpadded; without END_STREAM; within both
+flow-control windows and the frame size limit — and makes exactly the state changes h2 would
+make for it (the two windows, the stream's content-length count, the bytes queued), producing the
+same bytes and the same ``DataReceived`` events. Every other frame, and any DATA frame outside
+that case, goes through h2's own code. The unit tests run this class and the stock
+``H2Connection`` side by side through random exchanges and compare bytes, events, windows and
+stream states after every step.
+
+It reads h2 internals (``streams``, ``_data_to_send``, the window managers, the frame buffer), so
+:func:`lean_path_ok` checks once per process, on a real exchange against stock h2, that they
+still behave as expected; if not (a future h2), every frame takes h2's path and a warning says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+from h2.connection import ConnectionState
+from h2.stream import StreamState
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">BHBBL")  # length (24 bits, as 8 + 16), type, flags, stream id
+_CONN_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
+_CAN_SEND = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
+_CAN_RECV = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
+_DataReceived = h2.events.DataReceived
+
+
+class LeanDataConnection(h2.connection.H2Connection):
+    """An ``H2Connection`` whose common-case DATA frames skip h2's general machinery."""
+
+    lean = True  # False once lean_path_ok() has found h2's internals changed
+
+    def __init__(self, config: h2.config.H2Configuration | None = None) -> None:
+        super().__init__(config=config)
+        self.lean_sent = 0  # DATA frames sent / received on the lean path (for tests and debugging)
+        self.lean_received = 0
+        if _checked is None:
+            lean_path_ok()
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: Any = None) -> None:
+        n = len(data)
+        stream = self.streams.get(stream_id)
+        if (not self.lean or end_stream or pad_length is not None or not n or stream is None
+                or self.state_machine.state not in _CONN_OPEN
+                or stream.state_machine.state not in _CAN_SEND
+                or n > self.outbound_flow_control_window or n > stream.outbound_flow_control_window
+                or n > self.max_outbound_frame_size):
+            return super().send_data(stream_id, data, end_stream, pad_length)
+        self.outbound_flow_control_window -= n
+        stream.outbound_flow_control_window -= n
+        out = self._data_to_send
+        out += _HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, stream_id)
+        out += data
+        self.lean_sent += 1
+        return None
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        fb = self.incoming_buffer
+        if (not self.lean or self.state_machine.state not in _CONN_OPEN
+                or fb._data or fb._preamble_len or fb._headers_buffer):
+            return super().receive_data(data)
+        view = memoryview(data)
+        end = len(view)
+        pos = 0
+        events: list[h2.events.Event] = []
+        streams = self.streams
+        conn_window = self._inbound_flow_control_window_manager
+        max_size = self.max_inbound_frame_size
+        while end - pos >= 9:
+            if view[pos + 3] or view[pos + 4]:  # not DATA, or flags (END_STREAM, PADDED)
+                break
+            length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
+            if not length or length > max_size or end - pos - 9 < length:
+                break
+            sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            stream = streams.get(sid)
+            if (stream is None or stream.state_machine.state not in _CAN_RECV
+                    or not stream.state_machine.headers_received
+                    or stream._expected_content_length is not None
+                    or length > conn_window.current_window_size
+                    or length > stream._inbound_window_manager.current_window_size):
+                break
+            conn_window.current_window_size -= length
+            stream._inbound_window_manager.current_window_size -= length
+            stream._actual_content_length += length
+            ev = _DataReceived(stream_id=sid)
+            ev.data = bytes(view[pos + 9:pos + 9 + length])
+            ev.flow_controlled_length = length
+            events.append(ev)
+            pos += 9 + length
+        self.lean_received += len(events)
+        if pos < end:
+            events += super().receive_data(view[pos:] if pos else data)
+        return events
+
+
+_checked: bool | None = None
+
+
+def _exchange(cls: type[h2.connection.H2Connection]) -> tuple[list[Any], int]:
+    """A CONNECT stream both ways through a pair of ``cls``: what an observer can see, and how
+    many frames took the lean path."""
+    client = cls(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
+    server = cls(config=h2.config.H2Configuration(client_side=False, header_encoding=None))
+    seen: list[Any] = []
+    for c in (client, server):
+        c.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.send_headers(1, [(":method", "CONNECT"), (":authority", "10.0.0.1:80")])
+    seen += server.receive_data(client.data_to_send())
+    server.send_headers(1, [(":status", "200")])
+    seen += client.receive_data(server.data_to_send())
+    for i in range(3):
+        client.send_data(1, b"q" * (100 + i))
+        server.send_data(1, memoryview(b"r" * (200 + i)))
+        out_c, out_s = client.data_to_send(), server.data_to_send()
+        seen += [out_c, out_s]
+        seen += server.receive_data(out_c[:50]) + server.receive_data(out_c[50:]) + client.receive_data(out_s)
+        client.acknowledge_received_data(200 + i, 1)
+        seen += server.receive_data(client.data_to_send())
+    for c in (client, server):
+        st = c.streams[1]
+        seen += [c.local_flow_control_window(1), c.remote_flow_control_window(1),
+                 c._inbound_flow_control_window_manager.current_window_size,
+                 st._inbound_window_manager.current_window_size, st._actual_content_length, st.state_machine.state]
+    return seen, sum(getattr(c, "lean_sent", 0) + getattr(c, "lean_received", 0) for c in (client, server))
+
+
+def lean_path_ok() -> bool:
+    """Whether the lean path matches stock h2 on a real exchange (checked once per process)."""
+    global _checked
+    if _checked is None:
+        _checked = True  # the check itself builds LeanDataConnections
+        try:
+            lean, used = _exchange(LeanDataConnection)
+            same = lean == _exchange(h2.connection.H2Connection)[0]
+        except Exception as e:  # noqa: BLE001 - any failure means: do not trust the lean path
+            log.warning("h2 %s: lean DATA path disabled (%s: %s)", h2.__version__, type(e).__name__, e)
+            same, used = False, 0
+        else:
+            if not same or not used:
+                log.warning("h2 %s: lean DATA path disabled (it %s)", h2.__version__,
+                            "differs from h2's own" if not same else "was never taken")
+        _checked = same and used > 0
+        LeanDataConnection.lean = _checked
+    return _checked
