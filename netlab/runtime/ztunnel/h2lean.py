@@ -37,9 +37,10 @@ from h2.stream import StreamState
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">BHBBL")  # length (24 bits, as 8 + 16), type, flags, stream id
-_CONN_OPEN = frozenset({ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN})
-_CAN_SEND = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
-_CAN_RECV = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL})
+# States compared by identity: ``in`` a set would hash the enums, a Python-level call each.
+_CLIENT_OPEN, _SERVER_OPEN = ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN
+_OPEN, _HALF_CLOSED_REMOTE, _HALF_CLOSED_LOCAL = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
+                                                  StreamState.HALF_CLOSED_LOCAL)
 _DataReceived = h2.events.DataReceived
 
 
@@ -59,9 +60,10 @@ class LeanDataConnection(h2.connection.H2Connection):
                   pad_length: Any = None) -> None:
         n = len(data)
         stream = self.streams.get(stream_id)
+        conn_state = self.state_machine.state
         if (not self.lean or end_stream or pad_length is not None or not n or stream is None
-                or self.state_machine.state not in _CONN_OPEN
-                or stream.state_machine.state not in _CAN_SEND
+                or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
+                or (stream.state_machine.state is not _OPEN and stream.state_machine.state is not _HALF_CLOSED_REMOTE)
                 or n > self.outbound_flow_control_window or n > stream.outbound_flow_control_window
                 or n > self.max_outbound_frame_size):
             return super().send_data(stream_id, data, end_stream, pad_length)
@@ -75,7 +77,8 @@ class LeanDataConnection(h2.connection.H2Connection):
 
     def receive_data(self, data: Any) -> list[h2.events.Event]:
         fb = self.incoming_buffer
-        if (not self.lean or self.state_machine.state not in _CONN_OPEN
+        conn_state = self.state_machine.state
+        if (not self.lean or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
                 or fb._data or fb._preamble_len or fb._headers_buffer):
             return super().receive_data(data)
         view = memoryview(data)
@@ -93,7 +96,8 @@ class LeanDataConnection(h2.connection.H2Connection):
                 break
             sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
             stream = streams.get(sid)
-            if (stream is None or stream.state_machine.state not in _CAN_RECV
+            if (stream is None
+                    or (stream.state_machine.state is not _OPEN and stream.state_machine.state is not _HALF_CLOSED_LOCAL)
                     or not stream.state_machine.headers_received
                     or stream._expected_content_length is not None
                     or length > conn_window.current_window_size

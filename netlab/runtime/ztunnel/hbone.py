@@ -282,7 +282,8 @@ class _HboneConnection:
         if st is None:
             return  # stream already gone (reset): drop, like a closed socket would
         if data:
-            st.state = next_state(st.state, "send_data")
+            if st.state is not S.OPEN:  # (OPEN, send_data) stays OPEN: skip the table per message
+                st.state = next_state(st.state, "send_data")
             if not st.out and not end_stream:
                 try:  # the common case: one frame now (h2 checks window and frame size first)
                     self._conn.send_data(stream_id, data)
@@ -402,7 +403,8 @@ class _HboneConnection:
                     self.ack(sid, ev.flow_controlled_length)
                     continue
                 try:
-                    st.state = next_state(st.state, "recv_data")
+                    if st.state is not S.OPEN:  # (OPEN, recv_data) stays OPEN
+                        st.state = next_state(st.state, "recv_data")
                 except ProtocolError as e:
                     self.ack(sid, ev.flow_controlled_length)
                     self._stream_error(sid, e, out)
