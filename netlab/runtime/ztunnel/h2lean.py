@@ -15,7 +15,8 @@ make for it (the two windows, the stream's content-length count, the bytes queue
 same bytes and the same ``DataReceived`` events. Every other frame, and any DATA frame outside
 that case, goes through h2's own code. The unit tests run this class and the stock
 ``H2Connection`` side by side through random exchanges and compare bytes, events, windows and
-stream states after every step.
+stream states after every step. (Frames on the lean path do not pass through h2's debug/trace
+logging, should a logger be configured.)
 
 It reads h2 internals (``streams``, ``_data_to_send``, the window managers, the frame buffer), so
 :func:`lean_path_ok` checks once per process, on a real exchange against stock h2, that they

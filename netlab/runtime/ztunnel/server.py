@@ -17,8 +17,10 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
+import h2
+
 from netlab.runtime.tasks import create_task
-from netlab.runtime.ztunnel import certs
+from netlab.runtime.ztunnel import certs, h2lean
 from netlab.runtime.ztunnel.accesslog import AccessLog
 from netlab.runtime.ztunnel.config import Config
 from netlab.runtime.ztunnel.proxy import (
@@ -179,7 +181,8 @@ class Ztunnel:
         self._tasks.append(create_task(self._watch_registry(), name="ztunnel registry watch"))
         self._tasks.append(create_task(self._rotate_certs(), name="ztunnel certificate rotation"))
         self.ready = True
-        log.info("ztunnel %s ready (mode %s, pid %d)", cfg.node, cfg.mode, os.getpid())
+        log.info("ztunnel %s ready (mode %s, pid %d, HTTP/2: h2 %s, lean DATA path %s)", cfg.node, cfg.mode,
+                 os.getpid(), h2.__version__, "on" if h2lean.lean_path_ok() else "off")
         from netlab.runtime.ready import notify_ready
 
         notify_ready()

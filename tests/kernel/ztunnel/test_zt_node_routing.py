@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -111,6 +112,13 @@ def test_hbone_end_to_end_via_service_vip(lab: dict) -> None:
     assert keys == ["src.addr", "src.workload", "src.namespace", "src.identity", "dst.addr", "dst.hbone_addr",
                     "dst.service", "dst.workload", "dst.namespace", "dst.identity", "direction", "bytes_sent",
                     "bytes_recv", "duration"]
+
+
+def test_ztunnels_run_the_lean_data_path(lab: dict) -> None:
+    """Each ztunnel's start-up check found h2 as h2lean expects it: DATA frames take the lean path."""
+    for z in lab["zt"].values():
+        text = (Path(z.log_path).parent / "stderr.log").read_text()
+        assert re.search(r"ready \(mode node-routing, pid \d+, HTTP/2: h2 [\d.]+, lean DATA path on\)", text), text
 
 
 def test_half_close_keeps_other_direction(lab: dict) -> None:
