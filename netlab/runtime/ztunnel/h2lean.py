@@ -10,7 +10,7 @@ cost of a meshed request (A/B in ``docs/benchmarks.md``, "Data path").
 stream lifecycle, flow-control accounting, WINDOW_UPDATE, PING, RST_STREAM, GOAWAY and every
 error are h2's. It takes over only the common case of a DATA frame itself — sent on, or
 received for, a stream open in that direction; unpadded; without END_STREAM; within both
-flow-control windows and the frame size limit — and makes exactly the state changes h2 would
+flow-control windows and the frame size limit, handed over as ``bytes`` or ``bytearray`` — and makes exactly the state changes h2 would
 make for it (the two windows, the stream's content-length count, the bytes queued), producing the
 same bytes and the same ``DataReceived`` events. Every other frame, and any DATA frame outside
 that case, goes through h2's own code. The unit tests run this class and the stock
@@ -59,6 +59,9 @@ class LeanDataConnection(h2.connection.H2Connection):
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: Any = None) -> None:
+        t = type(data)
+        if (t is not bytes and t is not bytearray) or type(stream_id) is not int:
+            return super().send_data(stream_id, data, end_stream, pad_length)  # memoryviews etc.: h2's rules
         n = len(data)
         stream = self.streams.get(stream_id)
         conn_state = self.state_machine.state
@@ -79,42 +82,45 @@ class LeanDataConnection(h2.connection.H2Connection):
     def receive_data(self, data: Any) -> list[h2.events.Event]:
         fb = self.incoming_buffer
         conn_state = self.state_machine.state
-        if (not self.lean or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
+        t = type(data)
+        if (not self.lean or (t is not bytes and t is not bytearray)
+                or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
                 or fb._data or fb._preamble_len or fb._headers_buffer):
             return super().receive_data(data)
-        view = memoryview(data)
-        end = len(view)
+        end = len(data)
         pos = 0
         events: list[h2.events.Event] = []
         streams = self.streams
         conn_window = self._inbound_flow_control_window_manager
         max_size = self.max_inbound_frame_size
-        while end - pos >= 9:
-            if view[pos + 3] or view[pos + 4]:  # not DATA, or flags (END_STREAM, PADDED)
-                break
-            length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
-            if not length or length > max_size or end - pos - 9 < length:
-                break
-            sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
-            stream = streams.get(sid)
-            if (stream is None
-                    or (stream.state_machine.state is not _OPEN and stream.state_machine.state is not _HALF_CLOSED_LOCAL)
-                    or not stream.state_machine.headers_received
-                    or stream._expected_content_length is not None
-                    or length > conn_window.current_window_size
-                    or length > stream._inbound_window_manager.current_window_size):
-                break
-            conn_window.current_window_size -= length
-            stream._inbound_window_manager.current_window_size -= length
-            stream._actual_content_length += length
-            ev = _DataReceived(stream_id=sid)
-            ev.data = bytes(view[pos + 9:pos + 9 + length])
-            ev.flow_controlled_length = length
-            events.append(ev)
-            pos += 9 + length
+        with memoryview(data) as view:  # released before h2 sees the rest: the caller may resize it
+            while end - pos >= 9:
+                if view[pos + 3] or view[pos + 4]:  # not DATA, or flags (END_STREAM, PADDED)
+                    break
+                length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
+                if not length or length > max_size or end - pos - 9 < length:
+                    break
+                sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+                stream = streams.get(sid)
+                if (stream is None
+                        or (stream.state_machine.state is not _OPEN
+                            and stream.state_machine.state is not _HALF_CLOSED_LOCAL)
+                        or not stream.state_machine.headers_received
+                        or stream._expected_content_length is not None
+                        or length > conn_window.current_window_size
+                        or length > stream._inbound_window_manager.current_window_size):
+                    break
+                conn_window.current_window_size -= length
+                stream._inbound_window_manager.current_window_size -= length
+                stream._actual_content_length += length
+                ev = _DataReceived(stream_id=sid)
+                ev.data = bytes(view[pos + 9:pos + 9 + length])
+                ev.flow_controlled_length = length
+                events.append(ev)
+                pos += 9 + length
         self.lean_received += len(events)
         if pos < end:
-            events += super().receive_data(view[pos:] if pos else data)
+            events += super().receive_data(data[pos:] if pos else data)
         return events
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.exceptions
 import h2.settings
 import pytest
 from hyperframe.frame import DataFrame
@@ -188,6 +189,181 @@ def test_startup_check_and_fallback(monkeypatch) -> None:
         raise AttributeError("'H2Stream' object has no attribute '_inbound_window_manager'")
     monkeypatch.setattr(h2lean, "_exchange", broken)
     assert h2lean.lean_path_ok() is False and LeanDataConnection.lean is False
-    c = Twin(True)  # still a working HTTP/2 connection, all through h2
-    c.call("initiate_connection")
-    assert c.lean.lean_sent == 0
+    c, s = opened(LeanDataConnection)  # still working HTTP/2 connections, all through h2
+    c.send_data(1, b"ping")
+    [ev] = s.receive_data(c.data_to_send())
+    s.send_data(1, ev.data)
+    [back] = c.receive_data(s.data_to_send())
+    assert back.data == b"ping"
+    assert c.lean_sent == s.lean_sent == c.lean_received == s.lean_received == 0
+
+
+# --- targeted cases: each guard of the lean path, and unusual inputs -------------------------------
+# (from a review of the lean path against h2's source; the random exchanges above rarely hit them)
+SC = h2.settings.SettingCodes
+CONNECT = [(":method", "CONNECT"), (":authority", "x:1")]
+POST_CL = [(":method", "POST"), (":scheme", "http"), (":path", "/"), (":authority", "x"), ("content-length", "3")]
+HEAD = [(":method", "HEAD"), (":scheme", "http"), (":path", "/"), (":authority", "x")]
+
+
+def raw(sid: int, payload: bytes = b"hello", flags: tuple[str, ...] = (), pad: int | None = None) -> bytes:
+    f = DataFrame(sid & 0x7FFFFFFF, payload)
+    for fl in flags:
+        f.flags.add(fl)
+    if pad is not None:
+        f.flags.add("PADDED")
+        f.pad_length = pad
+    b = bytearray(f.serialize())
+    if sid & 0x80000000:
+        b[5] |= 0x80
+    return bytes(b)
+
+
+def settings_frame(**kv: int) -> bytes:
+    from hyperframe.frame import SettingsFrame
+    f = SettingsFrame(0)
+    f.settings = {getattr(SC, k): v for k, v in kv.items()}
+    return f.serialize()
+
+
+def full_state(conn: h2.connection.H2Connection) -> dict:
+    fb = conn.incoming_buffer
+    return dict(
+        state=conn.state_machine.state, out=conn.outbound_flow_control_window,
+        inw=vars(conn._inbound_flow_control_window_manager).copy(), queued=bytes(conn._data_to_send),
+        fb=(bytes(fb._data), fb._preamble_len, len(fb._headers_buffer)), closed=dict(conn._closed_streams),
+        max=(conn.max_inbound_frame_size, conn.max_outbound_frame_size),
+        highest=(conn.highest_inbound_stream_id, conn.highest_outbound_stream_id),
+        streams={sid: (st.state_machine.state, st.outbound_flow_control_window, vars(st._inbound_window_manager).copy(),
+                       st._actual_content_length, st._expected_content_length, st.state_machine.stream_closed_by,
+                       st.state_machine.headers_received) for sid, st in conn.streams.items()})
+
+
+def opened(cls: type, client_hdrs: list | None = None, server_hdrs: list | None = None) -> tuple:
+    """A client/server pair of ``cls`` with stream 1 open (server's response sent unless None)."""
+    c = cls(config=h2.config.H2Configuration(client_side=True, header_encoding=None))
+    s = cls(config=h2.config.H2Configuration(client_side=False, header_encoding=None))
+    c.initiate_connection()
+    s.initiate_connection()
+    s.receive_data(c.data_to_send())
+    c.receive_data(s.data_to_send())
+    s.receive_data(c.data_to_send())
+    c.send_headers(1, client_hdrs or CONNECT)
+    s.receive_data(c.data_to_send())
+    if server_hdrs is not False:
+        s.send_headers(1, server_hdrs or [(":status", "200")])
+        c.receive_data(s.data_to_send())
+    return c, s
+
+
+def to_s(data: Any):
+    return lambda c, s: s.receive_data(data)
+
+
+def to_c(data: Any):
+    return lambda c, s: c.receive_data(data)
+
+
+def ack_settings(**kv: int) -> list:
+    """The server changes its settings and the client acknowledges them."""
+    return [lambda c, s: s.update_settings({getattr(SC, k): v for k, v in kv.items()}),
+            lambda c, s: c.receive_data(s.data_to_send()), lambda c, s: s.receive_data(c.data_to_send())]
+
+
+def _wide_view() -> memoryview:
+    import array
+    return memoryview(array.array("I", [0x41414141, 0x42424242]))
+
+
+D = raw
+CASES: dict[str, tuple[list, dict]] = {
+    "header split, payload looks like a frame": ([to_s(D(1, D(1, b"abcde")[:9] + b"12345")[:9]),
+                                                  to_s(D(1, D(1, b"abcde")[:9] + b"12345")[9:])], {}),
+    "header split mid-header": ([to_s(D(1)[:4]), to_s(D(1)[4:])], {}),
+    "complete + partial, then the rest": ([to_s(D(1) + D(1, b"abcdef")[:12]), to_s(D(1, b"abcdef")[12:] + D(1))], {}),
+    "DATA while CONTINUATION pending": ([to_s(bytes.fromhex("000001010000000003") + b"\x82"), to_s(D(1))], {}),
+    "DATA after CONTINUATION start, same chunk": ([to_s(bytes.fromhex("000001010000000003") + b"\x82" + D(1))], {}),
+    "receive after GOAWAY sent": ([lambda c, s: s.close_connection(), to_s(D(1))], {}),
+    "receive after GOAWAY received": ([lambda c, s: c.close_connection(), lambda c, s: s.receive_data(c.data_to_send()),
+                                       to_s(D(1))], {}),
+    "send after GOAWAY sent": ([lambda c, s: c.close_connection(), lambda c, s: c.send_data(1, b"abc")], {}),
+    "send after GOAWAY received": ([lambda c, s: s.close_connection(), lambda c, s: c.receive_data(s.data_to_send()),
+                                    lambda c, s: c.send_data(1, b"abc")], {}),
+    "DATA before response headers": ([to_c(D(1))], {"server_hdrs": False}),
+    "content-length exceeded": ([to_s(D(1, b"hello"))], {"client_hdrs": POST_CL}),
+    "content-length within": ([to_s(D(1, b"he")), to_s(D(1, b"l"))], {"client_hdrs": POST_CL}),
+    "HEAD response with a body": ([to_c(D(1, b"x"))], {"client_hdrs": HEAD}),
+    "stream window violated": (ack_settings(INITIAL_WINDOW_SIZE=3) + [to_s(D(1, b"hello"))], {}),
+    "connection window violated": ([to_s(D(1, b"x" * 16000) * 4 + D(1, b"y" * 2000))], {}),
+    "frame over the local max size": ([to_s(D(1, b"x" * 16385))], {}),
+    "frame at the local max size": ([to_s(D(1, b"x" * 16384))], {}),
+    "max_inbound_frame_size set directly (as hbone does)": ([lambda c, s: setattr(s, "max_inbound_frame_size", 100),
+                                                             to_s(D(1, b"x" * 101))], {}),
+    "big frames after MAX_FRAME_SIZE acknowledged": (ack_settings(MAX_FRAME_SIZE=1 << 20) + [
+        to_s(D(1, b"x" * 20000)), to_s(D(1, b"x" * 40000))], {}),
+    "send over the peer's max frame size": ([lambda c, s: c.send_data(1, b"x" * 16385)], {}),
+    "zero-length DATA": ([to_s(D(1, b""))], {}),
+    "DATA on stream 0": ([to_s(bytes.fromhex("000005000000000000") + b"hello")], {}),
+    "DATA with an unknown flag": ([to_s(bytes.fromhex("000005000200000001") + b"hello")], {}),
+    "padded DATA": ([to_s(D(1, pad=2))], {}),
+    "END_STREAM between lean frames": ([to_s(D(1) + D(1, b"bye", flags=("END_STREAM",)) + D(1))], {}),
+    "reserved bit set": ([to_s(D(0x80000001) + D(1) + D(0x80000001))], {}),
+    "idle odd stream": ([to_s(D(3))], {}),
+    "idle even stream": ([to_s(D(2))], {}),
+    "after a local reset": ([lambda c, s: s.reset_stream(1), to_s(D(1) + D(1))], {}),
+    "after a remote reset": ([lambda c, s: c.reset_stream(1), lambda c, s: s.receive_data(c.data_to_send()),
+                              to_s(D(1))], {}),
+    "half-closed (remote) receiving": ([to_s(D(1, b"", flags=("END_STREAM",))), to_s(D(1))], {}),
+    "half-closed (local) receiving": ([lambda c, s: c.end_stream(1), lambda c, s: s.receive_data(c.data_to_send()),
+                                       lambda c, s: s.send_data(1, b"abc"), lambda c, s: c.receive_data(s.data_to_send())], {}),
+    "send on half-closed (local)": ([lambda c, s: c.end_stream(1), lambda c, s: c.send_data(1, b"abc")], {}),
+    "send on an unknown stream": ([lambda c, s: c.send_data(5, b"abc")], {}),
+    "send with the high bit in the stream id": ([lambda c, s: c.send_data(0x80000001, b"abc")], {}),
+    "SETTINGS between lean frames": ([to_s(D(1) + settings_frame(INITIAL_WINDOW_SIZE=10) + D(1))], {}),
+    "window shrunk by acknowledged SETTINGS": (ack_settings(INITIAL_WINDOW_SIZE=7)[:2] + [
+        lambda c, s: s.receive_data(c.data_to_send() + D(1) + D(1))], {}),
+    "send after the window went negative": ([lambda c, s: c.send_data(1, b"x" * 100),
+                                             to_c(settings_frame(INITIAL_WINDOW_SIZE=10)),
+                                             lambda c, s: c.send_data(1, b"x")], {}),
+    "PING between lean frames": ([to_s(D(1, b"a") + bytes.fromhex("000008060000000000") + b"12345678" + D(1, b"b"))], {}),
+    # unusual inputs: h2's own rules apply
+    "receive a memoryview": ([to_s(memoryview(D(1) + D(1)))], {}),
+    "receive a bytearray": ([to_s(bytearray(D(1) + D(1)))], {}),
+    "receive a strided memoryview": ([to_s(memoryview(D(1) + D(1))[::2])], {}),
+    "receive a signed memoryview": ([to_s(memoryview(bytes.fromhex("fffff7000000000001") + b"x" * 9).cast("b"))], {}),
+    "receive empty": ([to_s(b"")], {}),
+    "send a memoryview": ([lambda c, s: c.send_data(1, memoryview(b"zzabc")[2:])], {}),
+    "send a wide memoryview": ([lambda c, s: c.send_data(1, _wide_view())], {}),
+    "send a strided memoryview": ([lambda c, s: c.send_data(1, memoryview(b"abcdef")[::2])], {}),
+    "send a bytearray": ([lambda c, s: c.send_data(1, bytearray(b"abc"))], {}),
+    "send with a float stream id": ([lambda c, s: c.send_data(1.0, b"hello")], {}),
+    "send a str": ([lambda c, s: c.send_data(1, "hello")], {}),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_targeted_case_matches_h2(name: str) -> None:
+    """Results, errors and the whole connection state (both sides) equal stock h2's."""
+    steps, kw = CASES[name]
+    outs = []
+    for cls in (h2.connection.H2Connection, LeanDataConnection):
+        c, s = opened(cls, **kw)
+        res = []
+        for step in steps:
+            try:
+                r = step(c, s)
+            except Exception as e:  # noqa: BLE001
+                res.append(("error", type(e).__name__, str(e)))
+            else:
+                res.append(("ok", [norm(x) for x in r] if isinstance(r, list) else r))
+        outs.append((res, full_state(c), full_state(s)))
+    assert outs[0] == outs[1]
+
+
+def test_caller_buffer_is_released_after_an_error() -> None:
+    """The caller may resize its bytearray after receive_data raised (no export left behind)."""
+    c, s = opened(LeanDataConnection)
+    buf = bytearray(D(1) + D(7))  # lean frame, then DATA on an idle stream: a connection error
+    with pytest.raises(h2.exceptions.ProtocolError):
+        s.receive_data(buf)
+    buf.clear()
