@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from netlab.errors import ProtocolError
@@ -65,7 +65,9 @@ class Metrics:
         self.recv: collections.Counter[str] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
 
-    def render(self) -> str:
+    def render(self, unlabelled: Iterable[tuple[str, str, int]] = ()) -> str:
+        """Prometheus text: the per-reporter counters, then ``(name, help, value)`` counters that
+        have no reporter (netlab's own, e.g. certificate rotations)."""
         out = []
         for name, help_, c in (
             ("istio_tcp_connections_opened_total", "TCP connections opened", self.opened),
@@ -78,6 +80,8 @@ class Metrics:
             out.append(f"# TYPE {name} counter")
             for reporter in ("source", "destination"):
                 out.append(f'{name}{{reporter="{reporter}"}} {c[reporter]}')
+        for name, help_, value in unlabelled:
+            out += [f"# HELP {name} {help_}.", f"# TYPE {name} counter", f"{name} {value}"]
         return "\n".join(out) + "\n"
 
 

@@ -154,10 +154,8 @@ class Ztunnel:
         if path.startswith("/healthz/ready"):
             return (200, "ready\n") if self.ready else (503, "not ready\n")
         if path in ("/metrics", "/stats/prometheus"):
-            return 200, self.metrics.render() + (
-                "# HELP netlab_ztunnel_cert_rotations_total Workload certificates renewed before expiry.\n"
-                "# TYPE netlab_ztunnel_cert_rotations_total counter\n"
-                f"netlab_ztunnel_cert_rotations_total {self.contexts.rotations}\n")
+            return 200, self.metrics.render([("netlab_ztunnel_cert_rotations_total",
+                                              "Workload certificates renewed before expiry", self.contexts.rotations)])
         return 404, "not found\n"
 
     async def start(self) -> None:
