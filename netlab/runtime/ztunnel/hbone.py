@@ -11,7 +11,7 @@ backpressure to the peer.
 The HTTP/2 engine is ``h2``'s sans-IO :class:`h2.connection.H2Connection` (framing, HPACK,
 flow control, SETTINGS, PING, GOAWAY, RST_STREAM, CONTINUATION, padding), as
 :class:`~netlab.runtime.ztunnel.h2lean.LeanDataConnection`: the same class with a lean path for
-the DATA frames of open streams, proven equal to h2's own by differential tests; this module is a thin
+the DATA frames of open streams, checked against h2's own by differential tests; this module is a thin
 adapter that turns h2's events into HBONE's and keeps h2 cheap per message: header validation
 and normalisation off (the adapter checks the CONNECT request itself), credit (``ack``) summed
 per stream and handed to h2's ``acknowledge_received_data`` once per batch (in
