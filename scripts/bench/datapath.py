@@ -215,11 +215,12 @@ def summary(rounds: list[list[dict]]) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", default="none,node-routing,inpod")
+    ap.add_argument("--modes", default="none,node-routing,inpod",
+                    help="comma-separated, in order: none (the direct baseline), node-routing, inpod")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each request/response run")
     ap.add_argument("--mib", type=int, default=128, help="bulk transfer size")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the cycle of modes; the summary takes medians")
-    ap.add_argument("--json-out", default="bench-results/datapath.json")
+    ap.add_argument("--json-out", default="bench-results/datapath.json", help="where the JSON goes")
     ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME-*)")
     a = ap.parse_args()
     if os.geteuid() != 0:
