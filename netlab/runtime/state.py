@@ -7,7 +7,6 @@ objects by marker (netns names, /etc/netns dirs) and by netns inode (processes).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from netlab import names
 from netlab.errors import LabError
+from netlab.runtime.filelock import exclusive
 
 
 @dataclass
@@ -60,12 +60,8 @@ def load_record(lab: str) -> LabRecord | None:
 def state_lock(lab: str) -> Iterator[None]:
     """One writer at a time of ``lab.json`` and ``registry.json`` (read-modify-write), across
     threads and processes: concurrent ``netlab enroll`` runs must not undo each other."""
-    fd = os.open(os.path.join(names.state_dir(lab), "enroll.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive(os.path.join(names.state_dir(lab), "enroll.lock"), 0o644):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def update_record(lab: str, change: Callable[[LabRecord], None], *, during: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import os
 import re
@@ -36,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from netlab.runtime.filelock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,8 @@ def _issuing(dir: str) -> Iterator[None]:
     """Exclusive right to (re)write identity files in ``dir``, across processes: every ztunnel of
     a lab refreshes the same files on a registry reload, and a key of one issue next to the
     certificate of another would make the pair unusable for curl."""
-    fd = os.open(os.path.join(dir, ".issue.lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive(os.path.join(dir, ".issue.lock")):
         yield
-    finally:
-        os.close(fd)
 
 
 def _now() -> dt.datetime:
