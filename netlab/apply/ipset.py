@@ -8,8 +8,8 @@ import logging
 from pyroute2.ipset import IPSet
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab import nsenter
 from netlab.errors import ApplyError
+from netlab.linux import nsenter
 from netlab.plan.objects import IpsetSet
 
 log = logging.getLogger(__name__)

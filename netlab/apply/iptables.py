@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 from netlab.errors import ApplyError, PreflightError
-from netlab.nsenter import netns_path
+from netlab.linux.nsenter import netns_path
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from netlab import nsenter
 from netlab.errors import ApplyError
+from netlab.linux import nsenter
 from netlab.plan.objects import Iptables
 
 RULE_FIELDS = {"-s": "src", "-d": "dst", "-i": "in_interface", "-o": "out_interface", "-p": "protocol"}

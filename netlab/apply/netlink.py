@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab import nsenter
 from netlab.errors import ApplyError
+from netlab.linux import nsenter
 from netlab.plan.objects import Addr, Link, Route, Rule, normalise_dst
 
 log = logging.getLogger(__name__)

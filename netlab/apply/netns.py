@@ -10,7 +10,7 @@ from pyroute2 import netns as pr_netns
 
 from netlab import names
 from netlab.errors import ApplyError
-from netlab.nsenter import NETNS_RUN_DIR
+from netlab.linux.nsenter import NETNS_RUN_DIR
 
 log = logging.getLogger(__name__)
 

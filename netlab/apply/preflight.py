@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 
 from netlab.apply import netns as netns_mod
-from netlab.nsenter import netns_path
+from netlab.linux.nsenter import netns_path
 
 PROBE_NS = "nl-doctor-probe"
 TOOLS = {

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from netlab import nsenter
 from netlab.errors import ApplyError
+from netlab.linux import nsenter
 from netlab.plan.objects import Sysctl
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ import struct
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netlab import nsenter
 from netlab.errors import ApplyError
+from netlab.linux import nsenter
 
 log = logging.getLogger(__name__)
 

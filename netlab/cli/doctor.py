@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from netlab.cli.common import boundary, emit_json, out
-from netlab.cli.main import JsonOpt, app
+from netlab.cli.common import JsonOpt, boundary, emit_json, out
+
+app = typer.Typer()
 
 
 @app.command()

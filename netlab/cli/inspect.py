@@ -9,17 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netlab.cli.common import boundary, emit_json, err, out
-from netlab.cli.main import JsonOpt, LabArg, app
+from netlab.cli.common import JsonOpt, LabArg, boundary, emit_json, err, out
 from netlab.errors import LabError
+
+app = typer.Typer()
 
 
 @app.command()
 @boundary
 def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
     """Labs, their design, Istio version, encapsulation and process health."""
+    from netlab.lab import lifecycle as lablib
     from netlab.observe import status as st
-    from netlab.runtime import lab as lablib
 
     data = [st.lab_status(lab)] if lab else st.all_status()
     if lab and lab not in lablib.known_labs():
@@ -54,7 +55,7 @@ def exec_(
     cmd: Annotated[list[str], typer.Argument(help="Command to run inside the target's netns (after --).")],
 ) -> None:
     """Run a command inside a node's or pod's netns, with the lab's /etc/hosts."""
-    from netlab.runtime import lab as lablib
+    from netlab.lab import lifecycle as lablib
 
     ns = lablib.target_netns(lab, target)
     if cmd and cmd[0] == "--":
@@ -74,9 +75,9 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Print a target's kernel state: ip rule, routes of every table, ipsets, iptables-save, links."""
+    from netlab.lab import lifecycle as lablib
     from netlab.observe.show import ORDER
     from netlab.observe.show import show as show_
-    from netlab.runtime import lab as lablib
 
     if what != "all" and what not in ORDER:
         raise LabError(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)")
@@ -135,7 +136,7 @@ def restart(
 
 
 def _enroll(lab: str, pod: str, on: bool) -> None:
-    from netlab.runtime.enroll import set_enrollment
+    from netlab.lab.enroll import set_enrollment
 
     r = set_enrollment(lab, pod, on)
     word = "enrolled in" if on else "removed from"

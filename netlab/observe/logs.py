@@ -6,7 +6,7 @@ import os
 
 from netlab import names
 from netlab.errors import LabError
-from netlab.runtime.lab import record_of
+from netlab.lab.lifecycle import record_of
 from netlab.runtime.supervisor import log_name
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from netlab.nsenter import netns_path
+from netlab.linux.nsenter import netns_path
 
 SECTIONS: dict[str, list[list[str]]] = {
     "links": [["ip", "-d", "link", "show"], ["ip", "addr", "show"]],

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from netlab.runtime import lab as lablib
+from netlab.lab import lifecycle as lablib
+from netlab.lab.state import load_record
 from netlab.runtime import supervisor
-from netlab.runtime.state import load_record
 
 
 def lab_status(lab: str) -> dict:

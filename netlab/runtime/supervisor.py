@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from netlab import names
-from netlab.runtime import jsonline, proc
+from netlab.linux import jsonline, proc
 
 log = logging.getLogger("netlab.supervisor")
 ALIVE_READY_S = 0.3

@@ -32,8 +32,8 @@ import time
 
 import yaml
 
-from netlab import nsenter
-from netlab.runtime import lab as lablib
+from netlab.lab import lifecycle as lablib
+from netlab.linux import nsenter
 from netlab.runtime import supervisor
 
 TOPO = {"name": "bdp", "nodes": [{"name": "node1"}, {"name": "node2"}],

@@ -3,7 +3,7 @@
 
 Each size is a two-node lab of echo pods in a namespace *without* the ambient label, stood up
 for real (root needed); then every pod is enrolled one after the other through the real code
-path (``netlab.runtime.enroll.set_enrollment``, what ``netlab enroll`` runs), and the clock
+path (``netlab.lab.enroll.set_enrollment``, what ``netlab enroll`` runs), and the clock
 stops when the pod is served:
 
 * **inpod**: the CNI agent has written the rules in the pod netns, ztunnel has acked the ZDS
@@ -43,10 +43,11 @@ from collections.abc import Callable
 
 import yaml
 
-from netlab import names, nsenter
-from netlab.runtime import lab as lablib
-from netlab.runtime.enroll import set_enrollment
-from netlab.runtime.state import load_record
+from netlab import names
+from netlab.lab import lifecycle as lablib
+from netlab.lab.enroll import set_enrollment
+from netlab.lab.state import load_record
+from netlab.linux import nsenter
 
 GOAL_MS = 50.0
 ZT_PORTS = (15001, 15006, 15008)
@@ -249,7 +250,7 @@ def run_mode(topo_path: str, pods: int, mode: str, min_samples: int) -> dict:
 
 def wait_inpod_connected(lab: str, nodes: list[str]) -> None:
     """Every node's ztunnel has connected to its CNI agent (ZDS), so adds are not 'partial'."""
-    from netlab.runtime import jsonline
+    from netlab.linux import jsonline
 
     sock_dir = os.path.join(names.state_dir(lab), "sockets")
     for n in nodes:

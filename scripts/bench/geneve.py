@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from netlab.apply import tuntap  # noqa: E402
-from netlab.runtime import nsenter  # noqa: E402
+from netlab.linux import nsenter  # noqa: E402
 
 NODE, ZT = "nl-gv-bnode", "nl-gv-bzt"
 NODE_IP, ZT_IP = "10.244.9.1", "10.244.9.2"

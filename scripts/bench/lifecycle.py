@@ -18,7 +18,7 @@ import time
 
 import yaml
 
-from netlab.runtime import lab as lablib
+from netlab.lab import lifecycle as lablib
 
 
 def topology(pods: int) -> dict:

@@ -39,7 +39,7 @@ def in_lab(lab: str, target: str, *cmd: str, timeout: float = 30) -> subprocess.
 
 
 def lab_processes(lab: str) -> set[int]:
-    from netlab.runtime import reaper
+    from netlab.linux import reaper
 
     inodes = set()
     for n in lab_netns(lab):

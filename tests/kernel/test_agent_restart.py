@@ -23,9 +23,9 @@ import yaml
 
 from netlab import names
 from netlab.apply import iptables
+from netlab.lab.enroll import set_enrollment
+from netlab.lab.state import load_record
 from netlab.runtime import supervisor
-from netlab.runtime.enroll import set_enrollment
-from netlab.runtime.state import load_record
 from tests.kernel.helpers import in_lab, lab_up, netlab
 
 pytestmark = pytest.mark.root

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from netlab.apply import tuntap
-from netlab.runtime import nsenter
+from netlab.linux import nsenter
 from netlab.runtime.geneve import Forwarder, TunnelSpec
 
 pytestmark = [

@@ -15,9 +15,9 @@ import pytest
 
 from netlab import names
 from netlab.apply import iptables
+from netlab.lab.lifecycle import make_plan
 from netlab.plan.teardown import node_teardown
 from netlab.runtime import supervisor
-from netlab.runtime.lab import make_plan
 from tests.kernel.helpers import in_lab, lab_netns, lab_up, netlab
 
 pytestmark = pytest.mark.root
@@ -122,7 +122,7 @@ def test_design_only_without_a_supervisor_is_one_clear_error() -> None:
     import signal
     import time
 
-    from netlab.runtime.state import supervisor_pid
+    from netlab.lab.state import supervisor_pid
 
     with lab_up("minimal", "ipd") as lab:
         pid = supervisor_pid(lab)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from netlab import nsenter
+from netlab.linux import nsenter
 from netlab.runtime import supervisor
 from tests.kernel.helpers import in_lab, lab_up, netlab
 

@@ -27,9 +27,9 @@ import pytest
 
 from netlab.apply import iptables
 from netlab.apply.kernel import apply_plan
+from netlab.lab import lifecycle as lab_mod
 from netlab.plan import build_plan, inpod
-from netlab.runtime import cniagent
-from netlab.runtime import lab as lab_mod
+from netlab.runtime.cniagent import agent as cniagent
 from netlab.topology import Topo
 
 pytestmark = pytest.mark.root
@@ -337,12 +337,14 @@ def test_zds_client_against_the_agent_server(tmp_path: Path) -> None:
     """netlab's ztunnel-side client: backoff connect, snapshot, nack+retry, add/del, reconnect."""
     import asyncio
 
-    from netlab.runtime import zds, zds_client
+    from netlab.protocols import zds
+    from netlab.runtime.cniagent import zds_server
+    from netlab.runtime.ztunnel import zds_client
 
     path = str(tmp_path / "zds.sock")
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     info = zds.WorkloadInfo("a", "default", "a", "cluster.local")
-    items = [zds.SnapshotItem("a", own, info), zds.SnapshotItem("flaky", own, info), zds.SnapshotItem("k", None, None)]
+    items = [zds_server.SnapshotItem("a", own, info), zds_server.SnapshotItem("flaky", own, info), zds_server.SnapshotItem("k", None, None)]
     pm = FakePodManager()
     loop = asyncio.new_event_loop()
     task = loop.create_task(zds_client.run(path, pm))
@@ -357,7 +359,7 @@ def test_zds_client_against_the_agent_server(tmp_path: Path) -> None:
             time.sleep(0.01)
         raise AssertionError(pm.calls)
 
-    server = zds.ZdsServer(path, lambda: items)
+    server = zds_server.ZdsServer(path, lambda: items)
     try:
         time.sleep(0.2)  # the client is retrying (ENOENT) with backoff meanwhile
         server.start()
@@ -370,7 +372,7 @@ def test_zds_client_against_the_agent_server(tmp_path: Path) -> None:
         assert pm.calls[-1] == ("del", "b")
         wait_for(lambda: ("add", "flaky", ino, "a") in pm.calls, timeout=12)  # retried after 5 s
         server.close()
-        server = zds.ZdsServer(path, lambda: items[:1])  # a restarted agent: new snapshot, drain the rest
+        server = zds_server.ZdsServer(path, lambda: items[:1])  # a restarted agent: new snapshot, drain the rest
         server.start()
         wait_for(lambda: pm.calls[-1] == ("drain_except", ("a",)))
     finally:

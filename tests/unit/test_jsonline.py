@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from netlab.runtime import jsonline
+from netlab.linux import jsonline
 
 
 def _server(tmp_path, handle):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from netlab.errors import ProtocolError
-from netlab.runtime import zds
-from netlab.runtime.zds import (
+from netlab.protocols import zds
+from netlab.protocols.zds import (
     AckReceived,
     AddReceived,
     AgentConn,

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from netlab.runtime.filelock import exclusive
+from netlab.linux.filelock import exclusive
 
 log = logging.getLogger(__name__)
 

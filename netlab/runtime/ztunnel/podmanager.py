@@ -1,6 +1,6 @@
 """In-pod mode: one listener set per enrolled pod, inside the pod's netns (reference B6).
 
-The ZDS client (``netlab.runtime.zds_client``, another module) receives pod netns fds over
+The ZDS client (``netlab.runtime.ztunnel.zds_client``, another module) receives pod netns fds over
 the ZDS socket and calls this API::
 
     await pm.add_workload(uid, netns_fd, WorkloadInfo(name, namespace, service_account))

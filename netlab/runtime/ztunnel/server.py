@@ -187,7 +187,7 @@ class Ztunnel:
 
     async def _run_zds(self, path: str) -> None:
         try:
-            from netlab.runtime import zds_client  # type: ignore[attr-defined]  # someone else's module
+            from netlab.runtime.ztunnel import zds_client  # type: ignore[attr-defined]  # someone else's module
         except ImportError as e:
             log.error("in-pod mode: ZDS client unavailable (%s); pods can only be added through the API", e)
             return

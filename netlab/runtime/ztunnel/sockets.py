@@ -15,7 +15,7 @@ import logging
 import socket
 import struct
 
-from netlab.runtime import nsenter
+from netlab.linux import nsenter
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The lab's registry is written as ``registry.json.tmp`` then renamed over ``registry.json``
 (enroll, unenroll, up), so a watch on the file itself would follow the old inode; the
 directory is watched instead, for a write closed on, or a rename onto, that one name.
-Python has no inotify binding, hence ctypes (as :mod:`netlab.nsenter` does for setns).
+Python has no inotify binding, hence ctypes (as :mod:`netlab.linux.nsenter` does for setns).
 
 >>> import asyncio, tempfile
 >>> d = tempfile.mkdtemp(); p = os.path.join(d, "r.json")

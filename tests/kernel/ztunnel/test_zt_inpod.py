@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from ztlab import run
 
-from netlab.runtime import nsenter
+from netlab.linux import nsenter
 from netlab.runtime.ztunnel import certs
 from netlab.runtime.ztunnel.accesslog import AccessLog
 from netlab.runtime.ztunnel.podmanager import PodManager, WorkloadInfo

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from ztlab import A_IP, CLIENT_IP, LOCAL_IP, SERVER_IP, VIP, Ztunnel, connect, http_get, registry_doc
 
-from netlab.runtime import nsenter
+from netlab.linux import nsenter
 
 pytestmark = pytest.mark.root
 

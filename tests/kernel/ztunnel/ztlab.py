@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netlab.runtime import nsenter
+from netlab.linux import nsenter
 
 REPO = Path(__file__).resolve().parents[3]
 TAG = f"{os.getpid() % 100000}"

@@ -39,8 +39,8 @@ def test_lab_spec_writes_log_level(tmp_path, monkeypatch, env: str | None, level
     import json
     from types import SimpleNamespace
 
+    from netlab.lab import specs
     from netlab.plan.objects import Process
-    from netlab.runtime import specs
 
     if env is None:
         monkeypatch.delenv(specs.ZTUNNEL_LOG_LEVEL_ENV, raising=False)
@@ -57,8 +57,8 @@ def test_lab_spec_refuses_bad_log_level(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
     from netlab.errors import PreflightError
+    from netlab.lab import specs
     from netlab.plan.objects import Process
-    from netlab.runtime import specs
 
     monkeypatch.setenv(specs.ZTUNNEL_LOG_LEVEL_ENV, "verbose")
     p = Process("ztunnel/n1", "ztunnel", "nl-zf-ztunnel-n1", (("mode", "inpod"), ("node", "n1")))

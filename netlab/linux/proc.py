@@ -15,7 +15,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-from netlab import names, nsenter
+from netlab import names
+from netlab.linux import nsenter
 
 MS_REC, MS_PRIVATE, MS_BIND = 0x4000, 1 << 18, 0x1000
 PR_SET_NAME = 15

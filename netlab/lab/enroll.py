@@ -19,9 +19,9 @@ from netlab.apply.ipset import add_entry, del_entry, open_ipset
 from netlab.apply.netlink import NetnsLinks
 from netlab.apply.sysctl import apply_sysctls
 from netlab.errors import LabError
+from netlab.lab.state import LabRecord, load_record, update_record
 from netlab.plan import noderouting
 from netlab.plan.objects import Sysctl
-from netlab.runtime.state import LabRecord, load_record, update_record
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def cni_log(lab: str, node: str, msg: str) -> None:
 def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> None:
     """Mark ``pods`` (default: every workload) HBONE or TCP in the registry ztunnel reads.
 
-    Call it under :func:`netlab.runtime.state.state_lock`: it is a read-modify-write.
+    Call it under :func:`netlab.lab.state.state_lock`: it is a read-modify-write.
     """
     path = os.path.join(names.state_dir(lab), "registry.json")
     with open(path) as f:
@@ -71,7 +71,7 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
     if rec.mode == "node-routing":
         actions = _node_routing(rec, pod, on)
     else:
-        from netlab.runtime import cniagent
+        from netlab.runtime.cniagent import agent as cniagent
 
         sock = os.path.join(names.state_dir(lab), "sockets", f"cni-{info['node']}.sock")
         resp = cniagent.plugin_event(sock, "add" if on else "del", pod)

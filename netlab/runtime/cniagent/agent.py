@@ -9,7 +9,7 @@ supervisor in the node's netns. What it does, in istio-cni's order (ambient-fact
    inside its netns the table-100 local route, ip rule 32764 and ``iptables-restore
    --noflush`` (:mod:`netlab.plan.inpod` renders all of it), and an open netns fd kept;
 3. ZDS on ``<state>/sockets/ztunnel-<node>.sock``: a snapshot to every ztunnel that
-   connects, ``AddWorkload``/``DelWorkload`` later (:mod:`netlab.runtime.zds`);
+   connects, ``AddWorkload``/``DelWorkload`` later (:mod:`netlab.protocols.zds`);
 4. the plugin socket ``<state>/sockets/cni-<node>.sock`` (JSON lines, in place of istio's
    HTTP ``pluginevent.sock``): ``{"op": "add"|"del", "pod": NAME}`` enrolls or unenrolls a
    running pod (``netlab enroll`` / ``unenroll``), ``{"op": "status"}`` reports.
@@ -22,7 +22,7 @@ as in Istio. Run-time enrollment changes are kept in ``<state>/cni-<node>.enroll
 a restarted agent serves the same pods.
 
 It never touches the root netns: it runs in the node netns, and enters pod netns only per
-thread (``netlab.nsenter``) or through per-netns sockets and ``nsenter`` child processes.
+thread (``netlab.linux.nsenter``) or through per-netns sockets and ``nsenter`` child processes.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from netlab import names, nsenter
+from netlab import names
+from netlab.linux import jsonline, nsenter
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
-from netlab.runtime import jsonline
 
 log = logging.getLogger("cni-agent")
 PLUGIN_TIMEOUT_S = 10.0
@@ -226,7 +226,7 @@ class Agent:
                 nl.del_route(r)
 
     def info(self, p: PodEntry) -> Any:
-        from netlab.runtime.zds import WorkloadInfo
+        from netlab.protocols.zds import WorkloadInfo
 
         if not inpod.sends_workload_info(self.version):
             return None
@@ -293,7 +293,7 @@ class Agent:
                 "zds": "; ".join(errors) if errors else "acked", "seconds": round(time.monotonic() - t0, 4)}
 
     def snapshot(self) -> list:
-        from netlab.runtime.zds import SnapshotItem
+        from netlab.runtime.cniagent.zds_server import SnapshotItem
 
         with self.lock:
             return [SnapshotItem(p.uid, self.fds.get(p.uid), self.info(p))
@@ -353,7 +353,7 @@ class Agent:
     def start(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from netlab.runtime.zds import ZdsServer
+        from netlab.runtime.cniagent.zds_server import ZdsServer
 
         startup = self._initial_enrolled()
         self.host_rules({self.pods[n].ip for n in startup})
@@ -434,6 +434,3 @@ def main(argv: list[str] | None = None) -> int:
     agent.stop()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

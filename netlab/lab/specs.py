@@ -73,7 +73,7 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
             "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
             "--stats-file", os.path.join(state, "logs", f"geneve.{node}.stats.json"))}
     if p.kind == "cni-agent":
-        from netlab.runtime import cniagent
+        from netlab.runtime.cniagent import agent as cniagent
 
         node = p.arg("node")
         path = cniagent.write_config(plan, node, state)

@@ -12,8 +12,16 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import checksum
 
-from netlab.runtime import geneve_packet
-from netlab.runtime.geneve import (
+from netlab.protocols import geneve as geneve_codec
+from netlab.protocols.geneve import (
+    GENEVE_PORT,
+    PROTO_TEB,
+    Decapsulator,
+    MalformedHeader,
+    pack_header,
+    parse_header,
+)
+from netlab.protocols.offload import (
     NO_VNET,
     VNET_F_NEEDS_CSUM,
     VNET_GSO_ECN,
@@ -22,14 +30,6 @@ from netlab.runtime.geneve import (
     VNET_HDR,
     split_gso,
     vnet_header_for,
-)
-from netlab.runtime.geneve_packet import (
-    GENEVE_PORT,
-    PROTO_TEB,
-    Decapsulator,
-    MalformedHeader,
-    pack_header,
-    parse_header,
 )
 
 INNER = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.168.127.1", dst="192.168.127.2") / ICMP()
@@ -80,7 +80,7 @@ def test_parse_header_round_trip_from_scapy() -> None:
 
 def test_geneve_reexported_lazily() -> None:
     """The module hands out scapy's own layer."""
-    assert geneve_packet.GENEVE is GENEVE
+    assert geneve_codec.GENEVE is GENEVE
 
 
 @pytest.mark.parametrize(("data", "reason"), [

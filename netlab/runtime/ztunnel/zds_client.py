@@ -27,7 +27,8 @@ import socket
 from typing import Any
 
 from netlab.errors import ProtocolError
-from netlab.runtime import zds
+from netlab.linux import seqpacket
+from netlab.protocols import zds
 from netlab.runtime.ztunnel.podmanager import WorkloadInfo
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class _Session:
 
     async def flush(self) -> None:
         for data, fds in self.core.data_to_send():
-            await zds.asend_msg(self.sock, data, fds)
+            await seqpacket.asend_msg(self.sock, data, fds)
 
     async def run(self) -> None:
         self.core.hello()
@@ -81,7 +82,7 @@ class _Session:
             while True:
                 timeout = RETRY_PENDING_S if self.pending else None
                 try:
-                    data, fds = await zds.arecv_msg(self.sock, timeout)
+                    data, fds = await seqpacket.arecv_msg(self.sock, timeout)
                 except ProtocolError as e:
                     if e.code == zds.Code.TIMEOUT:
                         await self.retry_pending()

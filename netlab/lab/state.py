@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from netlab import names
 from netlab.errors import LabError
-from netlab.runtime.filelock import exclusive
+from netlab.linux.filelock import exclusive
 
 
 @dataclass

@@ -24,10 +24,12 @@ from netlab.apply import hosts as hosts_mod
 from netlab.apply import netns as netns_mod
 from netlab.apply.kernel import apply_plan
 from netlab.errors import LabError, NetlabError, PreflightError, ProcessError
+from netlab.lab import specs
+from netlab.lab.state import LabRecord, load_record, remove_state, state_labs, supervisor_pid
+from netlab.linux import reaper
 from netlab.plan import build_plan
 from netlab.plan.objects import Plan
-from netlab.runtime import reaper, specs, supervisor
-from netlab.runtime.state import LabRecord, load_record, remove_state, state_labs, supervisor_pid
+from netlab.runtime import supervisor
 from netlab.topology import load_topology
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 # source: zds.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-# netlab: generated from netlab/runtime/zds.proto (a copy of shared/reference/zds.proto) with
+# netlab: generated from netlab/protocols/zds.proto (a copy of shared/reference/zds.proto) with
 #   python -m grpc_tools.protoc -I netlab/runtime --python_out=netlab/runtime zds.proto
 # (grpcio-tools 1.85.1, libprotoc 35.1), then edited by hand in one place: the
 # runtime_version import and its ValidateProtobufRuntimeVersion(7, 35, 1) call were removed,

@@ -24,10 +24,10 @@ from netlab.apply import netns as netns_mod
 from netlab.apply import teardown
 from netlab.apply.iptables import backend_variant
 from netlab.errors import LabError, NetlabError
+from netlab.lab.enroll import cni_log, set_registry_protocol
+from netlab.lab.state import LabRecord, load_record, update_record
 from netlab.plan.teardown import Step, node_teardown
 from netlab.runtime import supervisor
-from netlab.runtime.enroll import cni_log, set_registry_protocol
-from netlab.runtime.state import LabRecord, load_record, update_record
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def remove_design(lab: str) -> DesignTeardown:
                        "(istio-cni cleanupNode); in inpod mode use `netlab unenroll`",
                        hint=f"`netlab down {lab}` removes the whole lab")
     # what the lab becomes, checked before anything is touched (the topology file may be gone)
-    from netlab.runtime.lab import make_plan, plan_sha
+    from netlab.lab.lifecycle import make_plan, plan_sha
 
     try:
         sha = plan_sha(make_plan(rec.topology, name=lab, mode="none", istio_version=None, encap="auto",

@@ -1,7 +1,7 @@
 """One writer at a time, across threads and processes: an exclusive ``flock`` on a lock file.
 
 Used where several lab processes (or concurrent CLI runs) rewrite the same files: the lab
-record and registry (:func:`netlab.runtime.state.state_lock`), the lab's SVID files
+record and registry (:func:`netlab.lab.state.state_lock`), the lab's SVID files
 (:mod:`netlab.runtime.ztunnel.certs`). A second lock of the same file from the same process
 waits for itself: callers must not nest them.
 """

@@ -1,0 +1,1 @@
+"""Linux helpers: entering netns per thread, processes, the reaper, file locks, unix-socket IPC."""

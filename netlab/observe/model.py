@@ -1,0 +1,113 @@
+"""Typed results of the observe layer: captures, hops, paths and traces.
+
+``netlab capture``, ``netlab trace`` and ``netlab report`` all speak these types, so the report
+(and anything a user scripts) reads the same fields the commands print. They are plain frozen
+dataclasses with JSON-ready fields (``dataclasses.asdict`` gives the ``--json`` shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Direction = Literal["in", "out"]  # as the capturing interface saw the packet (PACKET_OUTGOING = out)
+Encap = Literal["none", "geneve", "hbone"]
+
+
+@dataclass(frozen=True)
+class InterfaceCapture:
+    """One capture socket: the pcap it wrote and what it counted."""
+
+    netns: str
+    device: str
+    pcap: str  # path of ``<netns>__<device>.pcap``
+    packets: int
+    kernel_drops: int  # PACKET_STATISTICS tp_drops (or tcpdump's "dropped by kernel")
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """What ``netlab capture`` wrote: one pcap per interface plus one merged pcapng."""
+
+    lab: str
+    directory: str
+    merged: str  # path of the merged pcapng (interface descriptions name netns and device)
+    interfaces: tuple[InterfaceCapture, ...]
+    command_rc: int | None  # exit code of the command run in TARGET, None for --seconds
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One sighting of a connection's packets on one interface, in time order."""
+
+    time: float  # first packet of this connection on this interface (epoch seconds)
+    netns: str
+    device: str
+    direction: Direction
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    encap: Encap
+    vni: int | None  # Geneve VNI when encap == "geneve"
+    packets: int
+    bytes: int  # on the wire, including every header as captured
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One TCP connection as the kernel carried it (a proxy splits a request into legs)."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    encap: Encap
+    hops: tuple[Hop, ...]
+
+
+@dataclass(frozen=True)
+class Path:
+    """One request end to end: its legs in order, joined through the ztunnels' access logs."""
+
+    client: str  # pod name
+    server: str  # pod name, or the destination address when no pod owns it
+    legs: tuple[Leg, ...]
+    ztunnels: tuple[str, ...] = field(default=())  # ztunnel-<node> names traversed, in order
+
+    @property
+    def hops(self) -> tuple[Hop, ...]:
+        return tuple(h for leg in self.legs for h in leg.hops)
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """One netfilter rule the traced connection matched (from ``nft monitor trace``)."""
+
+    netns: str
+    table: str
+    chain: str
+    rule: str  # as iptables-save prints it
+    mark_before: int
+    mark_after: int
+    verdict: str  # TPROXY, REDIRECT, DNAT, ACCEPT, MARK, CONNMARK, ...
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """One routing decision: the ip rule that matched, its table and the route chosen."""
+
+    netns: str
+    priority: int
+    table: str
+    route: str  # as ``ip route get`` prints it
+
+
+@dataclass(frozen=True)
+class Trace:
+    """``netlab trace``: every rule and routing decision one connection met, in path order."""
+
+    lab: str
+    source: str
+    destination: str
+    steps: tuple[RuleMatch | RouteDecision, ...]
