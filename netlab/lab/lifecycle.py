@@ -33,6 +33,7 @@ from netlab.linux import reaper
 from netlab.plan import build_plan
 from netlab.plan.objects import Plan
 from netlab.runtime import supervisor
+from netlab.runtime.spec import ProcessSpec
 from netlab.topology import load_topology
 
 log = logging.getLogger(__name__)
@@ -235,12 +236,12 @@ def _up_locked(plan: Plan, topology: str, t0: float, sig: interrupt.Recorder, *,
                     netns=len(plan.namespaces), processes=len(plan.processes))
 
 
-def start_supervisor(lab: str, procs: list[dict] | None = None) -> int:
+def start_supervisor(lab: str, procs: list[ProcessSpec] | None = None) -> int:
     """Spawn the lab's supervisor (``procs`` written first; None: the specs already saved)."""
     state = names.state_dir(lab)
     if procs is not None:
         with open(names.processes_path(state), "w") as f:
-            json.dump(procs, f, indent=1)
+            json.dump([p.to_json() for p in procs], f, indent=1)
     logf = open(os.path.join(names.logs_dir(state), "supervisor.log"), "ab")
     try:
         p = subprocess.Popen([sys.executable, "-m", supervisor.__name__, lab], stdin=subprocess.DEVNULL,
