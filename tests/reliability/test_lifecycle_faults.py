@@ -171,6 +171,8 @@ def test_deleted_netns_is_degraded_and_down_still_removes_everything() -> None:
         subprocess.run(["ip", "netns", "del", names.netns(lab, "server")], check=True)
         st = json.loads(netlab("status", lab, "--json").stdout)["data"][0]
         assert st["state"] == "degraded" and "netns missing" in st["problems"][0]
+        r = netlab("show", lab, "server", check=False)  # every section fails: an error, not rc 0
+        assert r.returncode == 4 and r.stderr.startswith("netlab: error:")
     leaves_nothing("rl-del")
     assert lab_processes("rl-del") == set()
 
