@@ -81,8 +81,11 @@ def _acquire(lab: str, op: str, wait: float) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {op}\n".encode(), 0)
+            try:  # who holds it, for the refusal message; a full disk must not stop the lock
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {op}\n".encode(), 0)
+            except OSError:
+                pass
             return fd
         os.close(fd)  # the holder we waited for removed that file: lock the new one
 
