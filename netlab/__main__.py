@@ -1,12 +1,25 @@
-"""``python -m netlab``: the CLI. A Ctrl-C while the CLI is still importing (before its error
-boundary exists) is one line and exit 130, not a traceback."""
+"""``python -m netlab`` and the ``netlab`` script: the CLI.
 
+Signals are set up before the CLI is imported: a Ctrl-C, SIGTERM or SIGHUP while it is still
+importing (before its error boundary exists) is one line and exit 128 + n, not a traceback.
+"""
+
+import signal
 import sys
 
-try:
-    from netlab.cli.main import main
-except KeyboardInterrupt:
-    sys.stderr.write("netlab: interrupted\n")
-    raise SystemExit(130) from None
 
-main()
+def run() -> None:
+    from netlab.lab import interrupt
+
+    interrupt.install_cli_defaults()
+    try:
+        from netlab.cli.main import main
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        sys.stderr.write("netlab: interrupted\n")
+        raise SystemExit(128 + signum) from None
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -38,9 +38,9 @@ def boundary(fn: F) -> F:
             if e.hint:
                 err.print(f"hint: {e.hint}", markup=False)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (their signum is on the exception)
             err.print("netlab: interrupted", markup=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -134,6 +134,7 @@ def full_disk(size_kib: int = 64) -> dict:
 def gc_race(rounds: int) -> dict:
     """gc (over rl-race only) in a tight loop while `up` and then `down` run."""
     bad_up = bad_down = removed_busy = 0
+    errors: list[str] = []
     for _ in range(rounds):
         for phase in ("up", "down"):
             argv = [*NETLAB, "up", "minimal", "--name", "rl-race", "--mode", "inpod"] if phase == "up" \
@@ -152,6 +153,8 @@ def gc_race(rounds: int) -> dict:
             stop.set()
             th.join()
             removed_busy += hits.count("rl-race")
+            if p.returncode != 0:
+                errors.append(f"{phase}: {err.strip()[:120]}")
             if phase == "up":
                 bad_up += p.returncode != 0
                 if p.returncode != 0:
@@ -162,5 +165,6 @@ def gc_race(rounds: int) -> dict:
     lo = leftovers("rl-race")
     return {"test": "gc racing `up` and `down` (minimal, inpod)", "load": f"{rounds} up + {rounds} down with gc "
             "in a tight loop", "held": f"up failed {bad_up}, down failed {bad_down}, gc removed a busy lab "
-            f"{removed_busy} times; nothing left" if not lo else "", "lost": "nothing" if not lo else str(lo),
+            f"{removed_busy} times; " + ("nothing left" if not lo else "leftovers"), "errors": errors,
+            "lost": "nothing" if not (lo or errors) else f"{errors[:2]} {lo}",
             "ok": not (bad_up or bad_down or removed_busy or lo)}
