@@ -14,11 +14,12 @@ def run() -> None:
     interrupt.install_cli_defaults()
     try:
         from netlab.cli.main import main
-    except KeyboardInterrupt as e:
+
+        main()
+    except KeyboardInterrupt as e:  # outside any command's boundary (imports, argument parsing)
         signum = getattr(e, "signum", signal.SIGINT)
         sys.stderr.write("netlab: interrupted\n")
         raise SystemExit(128 + signum) from None
-    main()
 
 
 if __name__ == "__main__":
