@@ -23,6 +23,7 @@ class InterfaceCapture:
     pcap: str  # path of ``<netns>__<device>.pcap``
     packets: int
     kernel_drops: int  # PACKET_STATISTICS tp_drops (or tcpdump's "dropped by kernel")
+    member: str = ""  # the lab TARGET owning the netns (pod, node, ztunnel-<node>, net)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class CaptureResult:
     merged: str  # path of the merged pcapng (interface descriptions name netns and device)
     interfaces: tuple[InterfaceCapture, ...]
     command_rc: int | None  # exit code of the command run in TARGET, None for --seconds
+    interrupted: bool = False  # Ctrl-C: the files are still complete and closed
 
 
 @dataclass(frozen=True)
