@@ -18,6 +18,7 @@ PROBE_NS = "nl-doctor-probe"
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
     "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
+    "nft": "nftables",  # netlab trace
 }
 
 
@@ -44,7 +45,7 @@ def run_checks() -> list[Check]:
     for tool, pkg in TOOLS.items():
         path = shutil.which(tool)
         checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
-                            required=tool not in ("tshark", "tcpdump")))
+                            required=tool not in ("tshark", "tcpdump", "nft")))
     if not root:
         return checks
     from pyroute2 import IPRoute
