@@ -1,7 +1,7 @@
 """Byte relays between two connection ends, with half-close and reset propagation.
 
 An *end* is a plain TCP connection (:class:`TcpEnd`) or one HBONE CONNECT stream
-(``proxy.H2StreamEnd``). Relays are **push-driven**: an end hands what it receives to its peer
+(``h2conn.H2StreamEnd``). Relays are **push-driven**: an end hands what it receives to its peer
 end right in the event loop's read callback (``data_received`` of the TCP or TLS protocol), so a
 small message crosses the proxy with no task switch and no extra event-loop iteration. EOF on one
 side becomes ``shutdown(SHUT_WR)`` (or END_STREAM) on the other while the other direction keeps
