@@ -11,7 +11,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from netlab.apply import netns as netns_mod
+from netlab.apply.ipset import open_ipset
 from netlab.linux.nsenter import netns_path
 
 PROBE_NS = "nl-doctor-probe"
@@ -47,9 +51,6 @@ def run_checks() -> list[Check]:
                             required=tool not in ("tshark", "tcpdump")))
     if not root:
         return checks
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
         netns_mod.create(PROBE_NS)
         checks.append(Check("netns", True, "network namespaces work"))
@@ -79,8 +80,6 @@ def run_checks() -> list[Check]:
             except NetlinkError as e:
                 checks.append(Check("policy routing", False, str(e), "CONFIG_IP_MULTIPLE_TABLES"))
         try:
-            from netlab.apply.ipset import open_ipset
-
             ips = open_ipset(PROBE_NS)
             ips.create("probe", stype="hash:ip", comment=True)
             ips.close()

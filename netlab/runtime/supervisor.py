@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.linux import jsonline, proc
+from netlab.runtime import workloads
 
 log = logging.getLogger("netlab.supervisor")
 ALIVE_READY_S = 0.3
@@ -75,8 +76,6 @@ class Supervisor:
         target = None
         if "workload" in spec:
             wl = spec["workload"]
-            from netlab.runtime import workloads
-
             def target(wl=wl, w=w) -> None:
                 workloads.main(wl["app"], wl["pod"], int(wl["port"]), wl.get("version", "v1"), ready_fd=w)
         keep = (w,) if w is not None else ()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import socket
@@ -330,8 +331,6 @@ async def _splice_pump(src: socket.socket, dst: socket.socket, count: Counter) -
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):
-            import fcntl
-
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         sfd, dfd = src.fileno(), dst.fileno()
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
