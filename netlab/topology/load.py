@@ -96,20 +96,27 @@ def load_topology(path: str, *, resolve: bool = True) -> Topology:
 
 
 def shipped_dir() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for cand in (os.path.join(here, "topologies"), os.path.join(os.path.dirname(here), "topologies")):
-        if os.path.isdir(cand):
-            return cand
-    return os.path.join(here, "topologies")
+    """The topologies shipped inside the package (``netlab/topologies/``, installed as package
+    data), so a bare name works from any directory and from a non-editable install."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "topologies")
+
+
+def shipped_names() -> list[str]:
+    """``['bookinfo', 'minimal', 'scale']``: what a bare TOPOLOGY name may be."""
+    try:
+        return sorted(f.removesuffix(".yaml") for f in os.listdir(shipped_dir()) if f.endswith(".yaml"))
+    except FileNotFoundError:
+        return []
 
 
 def find_topology(path: str) -> str:
-    if os.path.exists(path):
+    """A file path as given, else a shipped topology by bare name (``bookinfo`` or ``bookinfo.yaml``)."""
+    if os.path.isfile(path):
         return path
     if os.sep not in path:
         base = path if path.endswith((".yaml", ".yml")) else path + ".yaml"
         cand = os.path.join(shipped_dir(), base)
-        if os.path.exists(cand):
+        if os.path.isfile(cand):
             return cand
     raise TopologyError(f"{path}: no such topology file",
-                        hint=f"shipped topologies are in {shipped_dir()}")
+                        hint=f"give a YAML file, or a shipped topology: {', '.join(shipped_names())}")
