@@ -14,7 +14,8 @@ import typer
 
 from netlab.cli import common, doctor, inspect, lifecycle
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(name="netlab", cls=common.OneLineErrors, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
 GROUPS = (lifecycle.app, inspect.app, doctor.app)
@@ -30,4 +31,4 @@ def _root(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug l
 
 
 def main() -> None:
-    app()
+    app(prog_name="netlab")
