@@ -32,6 +32,7 @@ import time
 
 import yaml
 
+from netlab import names
 from netlab.lab import lifecycle as lablib
 from netlab.linux import nsenter
 from netlab.runtime import supervisor
@@ -176,7 +177,7 @@ def run_mode(mode: str, seconds: float, mib: int, name: str = "bdp") -> dict:
         path = f.name
     try:
         res = lablib.up(path, name=name, mode=mode)
-        ns = f"nl-{name}-client"
+        ns = names.netns(name, "client")
         addr = ("10.96.0.10", 9080)
         wait_path(ns, addr)
         rr(ns, addr, 1, 0.5)  # warm-up: pools, ARP, conntrack
