@@ -123,10 +123,16 @@ class Why:
 
     nr: Column
     ip: Column
+    base: Column | None  # the no-mesh run: what kube-proxy alone keeps in a node
+
+    def added(self, c: Column) -> int:
+        """Node-level objects the design adds over the baseline (all of them without one)."""
+        return c.nodes.total - (self.base.nodes.total if self.base else 0)
 
 
 def why_figures(report: Report) -> Why | None:
     runs = {r.design: r for r in report.designs}
     if "node-routing" not in runs or "inpod" not in runs:
         return None
-    return Why(column("node-routing", runs["node-routing"]), column("inpod", runs["inpod"]))
+    return Why(column("node-routing", runs["node-routing"]), column("inpod", runs["inpod"]),
+               column("none", runs["none"]) if "none" in runs else None)

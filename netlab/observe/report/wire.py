@@ -33,10 +33,10 @@ class AccessEntry:
 def parse_access_log(ztunnel: str, text: str) -> list[AccessEntry]:
     r"""``connection complete`` entries (other lines skipped).
 
-    >>> parse_access_log("ztunnel-n1", '2024-04-11T15:38:42.182974Z\tinfo\taccess\tconnection complete\t'
+    >>> e, = parse_access_log("ztunnel-n1", '2024-04-11T15:38:42.182974Z\tinfo\taccess\tconnection complete\t'
     ...     'src.addr=10.0.0.1:5000 dst.addr=10.0.0.2:15008 direction="outbound" bytes_sent=67 bytes_recv=490')
-    [AccessEntry(ztunnel='ztunnel-n1', direction='outbound', src='10.0.0.1:5000', dst='10.0.0.2:15008', \
-bytes_sent=67, bytes_recv=490)]
+    >>> e.direction, e.src, e.dst, e.bytes_sent, e.bytes_recv
+    ('outbound', '10.0.0.1:5000', '10.0.0.2:15008', 67, 490)
     """
     out = []
     for ln in text.splitlines():
