@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev; do
+# iperf3: the report's bulk transfer; chromium: the report's browser test (headless)
+for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev iperf3 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

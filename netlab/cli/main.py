@@ -12,13 +12,20 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import capture, common, doctor, inspect, lifecycle
+from netlab.cli import capture, common, doctor, inspect, lifecycle, report
 
 app = typer.Typer(name="netlab", cls=common.OneLineErrors, add_completion=False, no_args_is_help=True,
                   rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
-GROUPS = (lifecycle.app, inspect.app, capture.app, doctor.app)
+# one line per group: the order --help lists them in
+GROUPS = (
+    lifecycle.app,
+    inspect.app,
+    capture.app,
+    report.app,
+    doctor.app,
+)
 for _group in GROUPS:
     app.add_typer(_group)
 
