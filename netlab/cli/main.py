@@ -12,14 +12,16 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import common, doctor, inspect, lifecycle
+from netlab.cli import common, doctor, export, inspect, lifecycle
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
-GROUPS = (lifecycle.app, inspect.app, doctor.app)
-for _group in GROUPS:
-    app.add_typer(_group)
+# (group, name): a name makes the group a sub-command (`netlab export kind`); None merges its commands
+GROUPS: tuple[tuple[typer.Typer, str | None], ...] = (
+    (lifecycle.app, None), (inspect.app, None), (doctor.app, None), (export.app, "export"))
+for _group, _name in GROUPS:
+    app.add_typer(_group, name=_name)
 
 
 @app.callback()
