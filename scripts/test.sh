@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check netlab tests scripts
-python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab/topology netlab/plan netlab/protocols netlab/apply/iptables.py netlab/apply/teardown.py tests "$@"
+python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab/topology netlab/plan netlab/export netlab/protocols netlab/apply/iptables.py netlab/apply/teardown.py tests "$@"

@@ -43,8 +43,12 @@ from dataclasses import asdict, dataclass, field
 SCHEMA = "netlab.report"
 SCHEMA_VERSION = 1
 ROLES = ("node", "ztunnel", "pod")
+#: ztunnel's end-of-connection messages: 1.22+ ``connection complete`` (target ``access``); up to
+#: 1.21 ``complete`` (outbound) and ``connection complete`` (inbound plaintext)
+COMPLETE = ("connection complete", "complete")
 _KV = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S+)')
-_TRACING = re.compile(r"^(\S+)\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s+([\w:]+): (.*)$")
+# tracing's default layout: time, level, optional spans ``name{fields}:``, target, message and fields
+_TRACING = re.compile(r"^(\S+)\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s+(?:.*\}: )?([\w:]+): (.*)$")
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ def parse_access_log(ztunnel: str, text: str) -> list[AccessLogEntry]:
             first = _KV.search(body)
             message = (body[:first.start()] if first else body).strip()
             rest = body[first.start():] if first else ""
-        if "complete" not in message:
+        if message not in COMPLETE:
             continue
         fields = {k: (v[1:-1].replace('\\"', '"') if v.startswith('"') else v) for k, v in _KV.findall(rest)}
         out.append(AccessLogEntry(ztunnel=ztunnel, time=time, level=level, message=message, fields=fields))
