@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 # one package per line. iperf3: the report's bulk transfer and the benchmarks; chromium: the
-# report's browser test (headless); sockperf, wrk, nginx-light: the data-path benchmarks
+# report's browser test (headless); sockperf, wrk, nginx-light: the data-path benchmarks;
+# shellcheck: the export tests
 packages=(
   iproute2
   iptables
@@ -23,6 +24,7 @@ packages=(
   sockperf
   wrk
   nginx-light
+  shellcheck
 )
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -60,6 +60,7 @@ class Counted:
 
 def count(pcap: str, hop: Hop) -> Counted:
     """The hop's connection in ``pcap``, both directions (inner packets of Geneve frames too)."""
+    # scapy takes about a second to import: loaded only when packets are read
     from scapy.contrib.geneve import GENEVE
     from scapy.layers.inet import IP, TCP
     from scapy.utils import PcapReader
