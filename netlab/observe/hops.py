@@ -33,6 +33,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from netlab import names as nm
+from netlab.lab.state import load_record
 from netlab.observe import accesslog, pcapfiles
 from netlab.observe.accesslog import AccessEntry
 from netlab.observe.decode import decode, ntoa
@@ -309,8 +311,6 @@ def _find_upstream(legs: list[Leg], used: set[int], inbound: AccessEntry, candid
 
 def lab_names(lab: str) -> Names:
     """Names for a lab's addresses and netns, from its record and registry."""
-    from netlab import names as nm
-    from netlab.lab.state import load_record
 
     rec = load_record(lab)
     n = Names()
@@ -337,7 +337,6 @@ def lab_names(lab: str) -> Names:
 
 def paths_for_capture(res: CaptureResult) -> list[Path]:
     """Hop reconstruction of a capture ``netlab capture`` just made (its merged file, its lab's logs)."""
-    from netlab.lab.state import load_record
 
     rec = load_record(res.lab)
     nodes = sorted(rec.nodes) if rec else []
