@@ -29,7 +29,7 @@ CURL = ("curl", "-s", "--max-time", "10", "http://productpage:9080/")
 @pytest.fixture(scope="module")
 def nr():
     """A fresh lab: the captured curl is its first request, so its HBONE connection is new."""
-    with lab_up("topologies/bookinfo.yaml", "cp-onr", "--mode", "node-routing") as lab:
+    with lab_up("bookinfo", "cp-onr", "--mode", "node-routing") as lab:
         yield lab
 
 
@@ -189,7 +189,7 @@ def test_trace_node_routing(nr) -> None:
 
 @pytest.fixture(scope="module")
 def inpod():
-    with lab_up("topologies/bookinfo.yaml", "cp-oip", "--mode", "inpod") as lab:
+    with lab_up("bookinfo", "cp-oip", "--mode", "inpod") as lab:
         yield lab
 
 
@@ -224,7 +224,7 @@ def test_trace_inpod(inpod) -> None:
 
 @pytest.fixture(scope="module")
 def direct():
-    with lab_up("topologies/bookinfo.yaml", "cp-ono", "--mode", "none") as lab:
+    with lab_up("bookinfo", "cp-ono", "--mode", "none") as lab:
         yield lab
 
 
