@@ -61,8 +61,8 @@ def nr_capture(nr, tmp_path_factory):
 def test_capture_files_per_interface_and_merged(nr, nr_capture) -> None:
     res = nr_capture
     assert res.command_rc == 0 and not res.interrupted
-    names = {(i.member, i.device) for i in res.interfaces}
-    assert ("sleep", "eth0") in names and ("ambient-worker", "istioout") in names and ("net", "br0") in names
+    seen = {(i.member, i.device) for i in res.interfaces}
+    assert ("sleep", "eth0") in seen and ("ambient-worker", "istioout") in seen and ("net", "br0") in seen
     assert len(res.interfaces) >= 40
     for i in res.interfaces:
         assert os.path.basename(i.pcap) == f"{i.netns}__{i.device}.pcap" and os.path.exists(i.pcap)
