@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from netlab.errors import PreflightError
 from netlab.observe import nftrace, trace
 
 
@@ -50,3 +53,8 @@ def test_trace_table_matches_only_the_source_port() -> None:
 def test_target_is_the_rules_own() -> None:
     assert trace._target("-A X -p tcp -j TPROXY --on-port 15001", "accept", None) == "TPROXY"
     assert trace._target("nft ip mangle X handle 3", "jump", "ztunnel-PREROUTING") == "ztunnel-PREROUTING"
+
+
+def test_a_lab_with_legacy_rules_is_refused_with_the_reason() -> None:
+    with pytest.raises(PreflightError, match="legacy x_tables"):
+        trace.check_backend("python-iptables")
