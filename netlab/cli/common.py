@@ -29,6 +29,8 @@ err = Console(stderr=True, highlight=False, emoji=False)
 # rich wraps at 80 columns when it is not writing to a terminal: a one-line message must stay
 # one line for scripts. On a terminal, wrapping is left to rich (the progress display needs it).
 err.soft_wrap = not err.is_terminal
+if not out.is_terminal:  # tables piped to grep or a file keep one row per line
+    out.width = 400
 F = TypeVar("F", bound=Callable[..., Any])
 RESULT_VERSION = 1
 state = {"verbose": False}
@@ -118,7 +120,7 @@ class OneLineErrors(TyperGroup):
         except UsageError as e:
             ctx = getattr(e, "ctx", None)
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `netlab`: the help, as asked for
-                e.show()  # type: ignore[attr-defined]
+                sys.stdout.write(e.format_message() + "\n")  # type: ignore[attr-defined]
                 sys.exit(0)
             fail(e.format_message(),  # type: ignore[attr-defined]
                  f"see `{ctx.command_path} --help`" if ctx is not None else None)
