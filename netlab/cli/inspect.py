@@ -22,11 +22,11 @@ def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
     from netlab.lab import lifecycle as lablib
     from netlab.observe import status as st
 
-    data = [st.lab_status(lab)] if lab else st.all_status()
     if lab and lab not in lablib.known_labs():
         raise LabError(f"no lab named {lab!r}")
+    data = [st.lab_status(lab)] if lab else st.all_status()
     if json_:
-        emit_json("status", data)
+        emit_json("status", [d.as_json() for d in data])
         return
     if not data:
         err.print("no labs", markup=False)
@@ -35,15 +35,23 @@ def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
     for c in ("lab", "state", "mode", "istio", "encap", "netns", "pods", "processes ready", "supervisor"):
         t.add_column(c)
     for d in data:
-        t.add_row(d["lab"], d["state"], d["mode"] or "-", d["istio_version"] or "-", d["encap"] or "-",
-                  str(d["netns"]), str(d["pods"]), f"{d['ready']}/{len(d['processes'])}", d["supervisor"])
+        t.add_row(d.lab, d.state, d.mode or "-", d.istio_version or "-", d.encap or "-",
+                  str(d.netns), str(d.pods), f"{d.ready}/{len(d.processes)}", d.supervisor)
     out.print(t)
+    for d in data:
+        for problem in d.problems:
+            err.print(f"{d.lab}: {problem}", markup=False)
     if lab:
+        acked = set(data[0].mesh.ready) if data[0].mesh else None
         pt = Table(title=f"processes of {lab}")
-        for c in ("name", "pid", "netns", "ready", "restarts"):
+        for c in ("name", "pid", "netns", "ready", "restarts") + (("mesh",) if acked is not None else ()):
             pt.add_column(c)
-        for p in data[0]["processes"]:
-            pt.add_row(p["name"], str(p["pid"] or "-"), p["ns"], "yes" if p["ready"] else "no", str(p["restarts"]))
+        for p in data[0].processes:
+            row = [p.name, str(p.pid or "-"), p.ns, "yes" if p.ready else "no", str(p.restarts)]
+            if acked is not None:
+                pod = p.name.split("/", 1)[1] if p.name.startswith("pod/") else None
+                row.append("-" if pod is None or pod not in data[0].enrolled else ("acked" if pod in acked else "waiting"))
+            pt.add_row(*row)
         out.print(pt)
 
 
@@ -136,8 +144,8 @@ def restart(
     except OSError as e:
         # not `netlab gc`: it would tear the whole lab down
         raise ProcessError(f"lab {lab}: supervisor not reachable ({e.strerror or e})",
-                           hint=f"`netlab status {lab}` shows the lab's health; "
-                                f"`netlab down {lab}` and `netlab up` again rebuild it") from None
+                           hint=f"`netlab up` of the same topology restarts the supervisor in place; "
+                                f"`netlab down {lab}` removes the lab") from None
     if not r.get("ok"):
         raise LabError(r.get("error", "restart failed"))
     err.print(f"{name} restarted (pid {r['pid']})", markup=False)

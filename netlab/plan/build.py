@@ -78,7 +78,7 @@ def build_plan(topo: Topology, *, lab: str | None = None, mode: str = "none",
     >>> t = Topo("demo").node("n1").pod("a", node="n1", app="sleep").build()
     >>> p = build_plan(t)
     >>> [n.name for n in p.namespaces]
-    ['nl-demo-a', 'nl-demo-n1', 'nl-demo-net']
+    ['nl-demo.a', 'nl-demo.n1', 'nl-demo.net']
     """
     lab = lab or topo.name
     check_options(lab=lab, mode=mode, istio_version=istio_version, encap=encap)

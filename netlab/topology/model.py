@@ -237,13 +237,35 @@ def _unique(what: str, names: list[str], section: str, index: list[int] | None =
         seen.add(n)
 
 
+def _explicit_underlay_ips(t: Topology) -> set[ipaddress.IPv4Address]:
+    """Fixed node underlay addresses, checked like pod IPs: unique, inside the underlay, and
+    not its network, broadcast or bridge (.1, the underlay's gateway) address."""
+    ul = t.addressing.underlay
+    reserved = {ul.network_address: "the underlay's network address",
+                ul.broadcast_address: "the underlay's broadcast address",
+                ul.network_address + 1: "the underlay bridge's own address"}
+    seen: dict[ipaddress.IPv4Address, str] = {}
+    for n in t.nodes:
+        ip = n.underlay_ip
+        if ip is None:
+            continue
+        if ip not in ul:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is outside {ul}")
+        if ip in reserved:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is {reserved[ip]}")
+        if ip in seen:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is already node {seen[ip]!r}'s")
+        seen[ip] = n.name
+    return set(seen)
+
+
 def resolve(t: Topology) -> Topology:
     a = t.addressing
     subnets = a.pod_cidr.subnets(new_prefix=24)
     next(subnets)  # 10.244.0.0/24 is the (absent) control plane's, as in kind
     nodes: list[Node] = []
     used_cidrs = {n.pod_cidr for n in t.nodes if n.pod_cidr}
-    used_under = {n.underlay_ip for n in t.nodes if n.underlay_ip}
+    used_under = _explicit_underlay_ips(t)
     under_hosts = a.underlay.hosts()
     next(under_hosts)  # .1 is the underlay bridge's gateway address
     for ni, n in enumerate(t.nodes):

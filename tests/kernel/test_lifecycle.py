@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from netlab import names
 from tests.kernel.helpers import NETLAB, in_lab, lab_netns, lab_processes, lab_up, netlab
 
 pytestmark = pytest.mark.root
@@ -34,9 +35,9 @@ def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
     assert lab_netns("lc1") == []
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
     assert not os.path.exists("/run/netlab/lc1")
-    assert not any(d.startswith("nl-lc1-") for d in os.listdir("/etc/netns")) if os.path.isdir("/etc/netns") else True
+    assert not any(d.startswith(names.lab_prefix("lc1")) for d in os.listdir("/etc/netns")) if os.path.isdir("/etc/netns") else True
     mounts = open("/proc/self/mountinfo").read()
-    assert "nl-lc1-" not in mounts
+    assert names.lab_prefix("lc1") not in mounts
 
 
 def test_kill9_supervisor_then_gc_cleans_up() -> None:
