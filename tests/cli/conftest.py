@@ -35,10 +35,11 @@ def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "state"
     root.mkdir()
     monkeypatch.setattr(names, "STATE_ROOT", str(root))
-    # the machine's own labs (other netns on this host) are not this test's business
-    from netlab.lab import lifecycle
+    # the machine's own labs (other netns on this host) are not this test's business: the
+    # commands see no netns at all, only the records in this root
+    from netlab.apply import netns
 
-    monkeypatch.setattr(lifecycle, "known_labs", lambda: sorted(os.listdir(root)))
+    monkeypatch.setattr(netns, "list_netns", lambda prefix="": [])
     return root
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from netlab import names
 from netlab.errors import ApplyError
 
 
@@ -185,4 +186,4 @@ def test_exec_replaces_itself_with_ip_netns_exec(run, fake_lab, monkeypatch) -> 
     monkeypatch.setattr(os, "execvp", fake_execvp)
     r = run("exec", lab, "client", "--", "curl", "-s", "http://server/")
     assert r.exit_code == 0
-    assert called == [("ip", ["ip", "netns", "exec", f"nl-{lab}-client", "curl", "-s", "http://server/"])]
+    assert called == [("ip", ["ip", "netns", "exec", names.netns(lab, "client"), "curl", "-s", "http://server/"])]

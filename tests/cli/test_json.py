@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from netlab import names
 from netlab.lab.design import DesignTeardown
 from netlab.lab.lifecycle import DownResult, UpResult
 
@@ -42,16 +43,18 @@ def test_up(run, state_root, monkeypatch) -> None:
     calls = []
 
     def up(topology, **kw):
-        calls.append((topology, kw))
-        return UpResult("clup", "inpod", "1.24", "geneve-user", True, 1.5, netns=5, processes=4)
+        res = UpResult("clup", "inpod", "1.24", "geneve-user", True, 1.5, netns=5, processes=4)
+        calls.append((topology, kw, res))
+        return res
 
     monkeypatch.setattr(lifecycle, "up", up)
     r = run("up", "minimal", "--name", "clup", "--mode", "inpod", "--istio-version", "1.24", "--retain",
             "--iptables-backend", "restore", "--json")
     assert r.exit_code == 0, r.stderr
-    assert envelope(r, "up") == {"lab": "clup", "mode": "inpod", "istio_version": "1.24", "encap": "geneve-user",
-                                 "changed": True, "seconds": 1.5, "plan_text": "", "netns": 5, "processes": 4}
-    (topology, kw), = calls
+    assert envelope(r, "up") == dataclasses.asdict(calls[0][2])
+    assert {"lab", "mode", "istio_version", "encap", "changed", "seconds", "netns", "processes"} <= set(
+        envelope(r, "up"))
+    (topology, kw, _), = calls
     assert topology == "minimal"
     assert {k: kw[k] for k in ("name", "mode", "istio_version", "encap", "retain", "iptables_backend")} == {
         "name": "clup", "mode": "inpod", "istio_version": "1.24", "encap": "auto", "retain": True,
@@ -116,12 +119,12 @@ def test_show(run, fake_lab, monkeypatch) -> None:
 
     monkeypatch.setattr(show, "run_in", fake_run_in)
     data = envelope(run("show", lab, "node1", "rules", "--json"), "show")
-    assert data == {"lab": lab, "target": "node1", "netns": f"nl-{lab}-node1",
+    assert data == {"lab": lab, "target": "node1", "netns": names.netns(lab, "node1"),
                     "sections": {"ip rule show": "output of ip rule show\n"}}
     data = envelope(run("show", lab, "client", "--json"), "show")
     assert list(data["sections"]) == ["ip -d link show", "ip addr show", "ip route show table all", "ip rule show",
                                       "ipset list", "iptables-save"]
-    assert set(seen) == {f"nl-{lab}-node1", f"nl-{lab}-client"}
+    assert set(seen) == {names.netns(lab, "node1"), names.netns(lab, "client")}
 
 
 @pytest.mark.usefixtures("non_root")

@@ -23,7 +23,7 @@ CURL = ("curl", "-s", "--max-time", "10", "http://productpage:9080/")
 
 @pytest.fixture(scope="module")
 def nr():
-    with lab_up("topologies/bookinfo.yaml", "cp-onr", "--mode", "node-routing") as lab:
+    with lab_up("bookinfo", "cp-onr", "--mode", "node-routing") as lab:
         assert in_lab(lab, "sleep", *CURL).stdout.startswith("<!DOCTYPE html>")  # warm the HBONE pool
         yield lab
 
