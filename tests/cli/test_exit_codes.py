@@ -45,6 +45,8 @@ CASES = [
     ("usage-missing-argument", lambda t: ["up"], 2, "Missing argument 'TOPOLOGY'"),
     ("usage-exec-no-command", lambda t: ["exec", "clx", "n1"], 2, "Missing argument 'CMD'"),
     ("usage-exec-empty-command", lambda t: ["exec", "clx", "n1", "--"], 2, "no command given"),
+    ("usage-unknown-command", lambda t: ["bogus"], 2, "No such command 'bogus'"),
+    ("usage-bad-integer", lambda t: ["logs", "clx", "server", "-n", "abc"], 2, "Invalid value for '--tail'"),
     ("usage-unknown-option", lambda t: ["status", "--bogus"], 2, "No such option: --bogus"),
     ("usage-bad-section", lambda t: ["show", "clx", "n1", "bogus"], 2,
      "unknown section 'bogus' (choose from links, routes, rules, ipset, iptables, all)"),
