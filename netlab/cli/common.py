@@ -41,7 +41,7 @@ LabName = Annotated[str, typer.Argument(metavar="LAB", help="Lab name.")]
 TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="Node, pod, or ztunnel-<node>.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
-# typer >= 0.24 vendors its own click; its exception classes are reachable through the public
+# recent typer releases vendor their own click; its exception classes are reachable through the public
 # typer.BadParameter (a click UsageError) whichever click is underneath.
 _MRO = {c.__name__: c for c in typer.BadParameter.__mro__}
 ClickException: type[Exception] = _MRO["ClickException"]

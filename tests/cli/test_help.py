@@ -44,7 +44,7 @@ def test_command_help(run, command: str) -> None:
     first = r.stdout.splitlines()[0]
     assert first.startswith(f"Usage: netlab {command} [OPTIONS]")
     assert first.replace("{", "").replace("}", "").endswith(
-        usage.replace("{", "").replace("}", "")), first  # typer >= 0.24 braces required arguments
+        usage.replace("{", "").replace("}", "")), first  # recent typer braces required arguments
     assert purpose in " ".join(r.stdout.split())
     assert r.stderr == ""
 
