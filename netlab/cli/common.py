@@ -92,9 +92,9 @@ def boundary(fn: F) -> F:
                 emit_json(command_name(), None, status="error", errors=[one_line(e.message)])
             fail(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (their signum is on the exception)
             sys.stderr.write("netlab: interrupted\n")
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 
