@@ -104,7 +104,7 @@ def run(opts: Options, *, progress: Progress = _noop, inspect: Inspect | None = 
 
 def ratios(run: DesignRun, base: DesignRun) -> Ratios:
     def r(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a is not None and b else None
+        return float(f"{a / b:.4g}") if a is not None and b else None
 
     return Ratios(p50=r(run.latency.p50_ms, base.latency.p50_ms), p99=r(run.latency.p99_ms, base.latency.p99_ms),
                   requests_per_s=r(run.latency.requests_per_s, base.latency.requests_per_s),

@@ -1,0 +1,168 @@
+"""``netlab report`` on bookinfo, once for the whole module: content from the run, then the page
+in a real browser.
+
+One report (none, node-routing, inpod) is run through the library with a hook that calls
+``netlab show --json`` (the CLI, in a subprocess) while each lab is up, so the report's object
+counts are checked against what ``netlab show`` prints, counted here independently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from netlab.observe.report import runner
+from tests.kernel.helpers import lab_netns, netlab
+
+pytestmark = pytest.mark.root
+SHOWN = ("ambient-worker", "ambient-worker2", "sleep", "productpage-v1", "ztunnel-ambient-worker")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    out = tmp_path_factory.mktemp("report")
+    shown: dict[tuple[str, str], dict[str, str]] = {}
+
+    def inspect(lab: str, design: str) -> None:
+        for target in SHOWN:
+            if design == "none" and target.startswith("ztunnel-"):
+                continue
+            p = netlab("show", lab, target, "all", "--json")
+            shown[(design, target)] = json.loads(p.stdout)["data"]["sections"]
+
+    opts = runner.Options(topology="bookinfo", out_dir=str(out), name="rp-t", requests=5, bulk_mib=4)
+    rep = runner.run(opts, inspect=inspect)
+    runner.write(rep, str(out))
+    data = json.loads((out / "report.json").read_text())
+    return out, data, shown
+
+
+def design(data: dict, name: str) -> dict:
+    return next(d for d in data["designs"] if d["design"] == name)
+
+
+def member(d: dict, name: str) -> dict:
+    return next(o for o in d["objects"] if o["member"] == name)
+
+
+def test_labs_are_gone_and_files_written(run) -> None:
+    out, data, _ = run
+    for short in ("none", "nr", "ip"):
+        assert lab_netns(f"rp-t-{short}") == []
+    assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "report.json"}
+    assert [d["design"] for d in data["designs"]] == ["none", "node-routing", "inpod"]
+    assert data["schema_version"] == 1
+    for d in data["designs"]:
+        assert [p["name"] for p in d["phases"]][0] == "up" and d["phases"][-1]["name"] == "down"
+
+
+def _count_show(sections: dict[str, str]) -> dict:
+    """Counted here, independently of the report's parsers, from what ``netlab show`` printed."""
+    ipt = next(v for k, v in sections.items() if k.endswith("-save"))
+    tables: dict[str, int] = {}
+    table = ""
+    for ln in ipt.splitlines():
+        if ln.startswith("*"):
+            table = ln[1:]
+        elif ln.startswith("-A "):
+            tables[table] = tables.get(table, 0) + 1
+    members = 0
+    inside = False
+    for ln in sections["ipset list"].splitlines():
+        if ln.startswith("Members:"):
+            inside = True
+        elif ln.startswith("Name:") or not ln.strip():
+            inside = False
+        elif inside:
+            members += 1
+    routes = [ln for ln in sections["ip route show table all"].splitlines() if ln.strip()]
+    return {"rules": len([ln for ln in sections["ip rule show"].splitlines() if ln.strip()]),
+            "iptables": tables, "ipset": members, "routes": len(routes),
+            "table100": sum(1 for r in routes if " table 100" in r),
+            "links": len(re.findall(r"^\d+: ", sections["ip -d link show"], re.M))}
+
+
+def test_object_counts_equal_netlab_show(run) -> None:
+    _, data, shown = run
+    assert len(shown) == 3 * len(SHOWN) - 1
+    for (dname, target), sections in shown.items():
+        o = member(design(data, dname), target)
+        want = _count_show(sections)
+        got = {"rules": o["ip_rules"], "iptables": {t: sum(c.values()) for t, c in o["iptables"].items()},
+               "ipset": sum(o["ipset_members"].values()), "routes": sum(o["routes"].values()),
+               "table100": o["routes"].get("100", 0), "links": len(o["links"])}
+        assert got == want, (dname, target)
+
+
+def test_node_routing_objects_on_the_node_inpod_in_the_pod(run) -> None:
+    _, data, _ = run
+    nr, ip, none = design(data, "node-routing"), design(data, "inpod"), design(data, "none")
+    node = member(nr, "ambient-worker")
+    assert {"100", "101", "102"} <= set(node["routes"])
+    assert node["ipset_members"]["ztunnel-pods-ips"] == 2  # sleep and notsleep
+    assert "ztunnel-PREROUTING" in node["iptables"]["mangle"]
+    assert "ISTIO_PRERT" in member(ip, "sleep")["iptables"]["mangle"]
+    assert "mangle" not in member(none, "sleep")["iptables"]
+
+
+def test_who_owns_15001_15006_15008_and_where(run) -> None:
+    _, data, _ = run
+
+    def owners(d: dict, m: str) -> dict[int, str]:
+        return {x["port"]: x["owner"] for x in member(d, m)["listeners"] if x["port"] in (15001, 15006, 15008)}
+
+    zt = "ztunnel/ambient-worker"
+    nr, ip, none = design(data, "node-routing"), design(data, "inpod"), design(data, "none")
+    assert owners(nr, "ztunnel-ambient-worker") == {15001: zt, 15006: zt, 15008: zt}
+    assert owners(nr, "sleep") == {}
+    assert owners(ip, "sleep") == {15001: zt, 15006: zt, 15008: zt}  # in the pod's own netns
+    assert owners(ip, "ztunnel-ambient-worker") == {}
+    assert all(not owners(none, o["member"]) for o in none["objects"])
+
+
+def test_enrollment_diff_per_design(run) -> None:
+    _, data, _ = run
+    nr, ip = design(data, "node-routing")["enrollment"], design(data, "inpod")["enrollment"]
+    assert design(data, "none")["enrollment"] is None
+    pod = nr["pod"]
+    kinds = {(c["member"] == pod, c["kind"]) for c in nr["added"]}
+    assert kinds == {(False, "ipset"), (False, "routes")}  # node-routing: the node's ipset + table 100
+    assert any(c["kind"] == "routes" and "table 100" in c["line"] for c in nr["added"])
+    in_pod = [c for c in ip["added"] if c["member"] == ip["pod"]]
+    assert {c["kind"] for c in in_pod} >= {"iptables", "listeners", "rules"}
+    assert any("REDIRECT --to-ports 15001" in c["line"] or "TPROXY --on-port 15006" in c["line"] for c in in_pod)
+    assert nr["seconds"] > 0 and ip["ready_seconds"] is not None and ip["ready_seconds"] >= ip["seconds"] * 0.5
+
+
+def test_datapath_against_the_baseline_of_the_same_run(run) -> None:
+    _, data, _ = run
+    base = design(data, "none")
+    assert base["ratios"] is None
+    for name in ("node-routing", "inpod"):
+        d = design(data, name)
+        assert d["latency"]["ok"] == d["latency"]["requests"] == 5
+        assert d["ratios"]["p50"] == pytest.approx(d["latency"]["p50_ms"] / base["latency"]["p50_ms"], rel=1e-2)
+        assert d["bulk"]["bytes"] == 4 << 20 and d["bulk"]["mbit_s"] > 0
+        assert d["ratios"]["bulk_mbit_s"] == pytest.approx(d["bulk"]["mbit_s"] / base["bulk"]["mbit_s"], rel=1e-2)
+
+
+def test_html_in_headless_chromium(run) -> None:
+    from tests.browser import chromium, check_page
+
+    if not chromium():
+        pytest.skip("chromium not installed (scripts/install.sh installs it)")
+    out, _, _ = run
+    shot = out / "screenshot.png"
+    r = check_page(str(out / "report.html"), str(shot))
+    assert r.console_errors == []
+    assert r.blocked == [] and all(u.startswith("file://") for u in r.requests)
+    assert r.scroll_width <= r.viewport_width  # no sideways scrolling of the page at laptop width
+    assert r.body_font_px >= 13 and r.title == "netlab report: bookinfo" and r.text_chars > 2000
+    head = shot.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", head[16:20])[0] == 1366
+    assert os.path.getsize(shot) > 20000  # a page of text, not a blank screen
