@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import common, doctor, inspect, lifecycle, report
+from netlab.cli import capture, common, doctor, inspect, lifecycle, report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
-GROUPS = (lifecycle.app, inspect.app, report.app, doctor.app)
+GROUPS = (lifecycle.app, inspect.app, capture.app, report.app, doctor.app)
 for _group in GROUPS:
     app.add_typer(_group)
 
