@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -151,8 +152,63 @@ def test_datapath_against_the_baseline_of_the_same_run(run) -> None:
         assert d["ratios"]["bulk_mbit_s"] == pytest.approx(d["bulk"]["mbit_s"] / base["bulk"]["mbit_s"], rel=1e-2)
 
 
+def _vnis(pcap: Path) -> set[int]:
+    """Geneve VNIs in a capture, as tshark (the independent decoder) reads them."""
+    p = subprocess.run(["tshark", "-r", str(pcap), "-Y", "geneve", "-T", "fields", "-e", "geneve.vni"],
+                       capture_output=True, text=True, timeout=120)
+    return {int(v, 0) for v in p.stdout.split()}
+
+
+def test_node_routing_pcaps_carry_geneve_vni_1001_and_1000_inpod_none(run) -> None:
+    out, data, _ = run
+    for name in ("none", "node-routing", "inpod"):
+        d = design(data, name)
+        assert d["pcaps"] and all((out / p).exists() for p in d["pcaps"])
+        assert any(p.endswith("merged.pcapng") for p in d["pcaps"])
+    assert _vnis(out / "pcaps" / "node-routing" / "merged.pcapng") == {1000, 1001}
+    assert _vnis(out / "pcaps" / "inpod" / "merged.pcapng") == set()
+    assert _vnis(out / "pcaps" / "none" / "merged.pcapng") == set()
+
+
+def test_path_diagrams_from_the_hops(run) -> None:
+    _, data, _ = run
+    nr, ip, none = (design(data, n)["path"] for n in ("node-routing", "inpod", "none"))
+    assert "istioout" in nr["svg"] and "istioin" in nr["svg"] and "Geneve VNI 1001" in nr["svg"]
+    assert not re.search(r"istioin|istioout|Geneve", ip["svg"])
+    assert nr["ztunnel_traversals"] == ip["ztunnel_traversals"] == 2 and none["ztunnel_traversals"] == 0
+    devices = [h["device"] for leg in nr["path"]["legs"] for h in leg["hops"]]
+    assert devices.index("istioout") < devices.index("istioin")
+    for p in (nr, ip, none):  # the counts are the hops' own
+        hops = [h for leg in p["path"]["legs"] for h in leg["hops"]]
+        assert p["hops"] == len(hops)
+        assert p["netns_crossings"] == sum(1 for a, b in zip(hops, hops[1:], strict=False) if a["netns"] != b["netns"])
+    assert [leg["role"] for leg in ip["path"]["legs"]] == ["to-ztunnel", "hbone", "from-ztunnel"]
+
+
+def test_byte_counts_agree_with_the_access_logs(run) -> None:
+    _, data, _ = run
+    for name in ("node-routing", "inpod"):
+        p = design(data, name)["path"]
+        up, down = p["path"]["app_bytes_up"], p["path"]["app_bytes_down"]
+        assert up > 0 and down > 0
+        rows = p["bytes"]
+        roles = [leg["role"] for leg in p["path"]["legs"]]
+        first = next(r for r in rows if roles[r["leg"] - 1] == "to-ztunnel")  # the app's own connection
+        last = [r for r in rows if roles[r["leg"] - 1] == "from-ztunnel"][-1]  # delivered to the server pod
+        for r in (first, last):  # plain legs carry exactly what ztunnel logged, read back from the pcaps
+            assert (r["payload_fwd"], r["payload_rev"]) == (up, down), (name, r)
+        hb = [r for r in rows if roles[r["leg"] - 1] == "hbone" and r["encap"] == "hbone" and r["packets"]]
+        assert hb and all(r["payload_fwd"] > up and r["payload_rev"] > down for r in hb)
+        assert p["hbone_framing_bytes"] == hb[0]["payload_fwd"] + hb[0]["payload_rev"] - up - down
+        geneve = [r for r in rows if r["encap"] == "geneve"]
+        if name == "node-routing":  # outer Ethernet + IPv4 + UDP + Geneve: 50 bytes a frame
+            assert geneve and all(r["overhead_bytes"] == 50 * r["packets"] for r in geneve)
+        else:
+            assert geneve == []
+
+
 def test_html_in_headless_chromium(run) -> None:
-    from tests.browser import chromium, check_page
+    from tests.browser import check_page, chromium
 
     if not chromium():
         pytest.skip("chromium not installed (scripts/install.sh installs it)")

@@ -135,15 +135,16 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
                            hint="pods: " + ", ".join(sorted(rec.pods)))
         client_ns = rec.members[opts.client]
         server = scenario.server_pod(lab, client_ns, opts.url, rec.pods, _services(rec.topology, rec.pods))
+        pcaps_dir = os.path.join(opts.out_dir, "pcaps", design)
+        with phase("capture"):  # first, so the request opens every connection (Geneve SYNs, HBONE)
+            scenario.wait_mesh(rec)
+            path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("scenario"):
             scenario.wait_path(client_ns, opts.url)
             lat = scenario.latency(client_ns, opts.url, opts.requests)
             bulk = None
             if opts.bulk_mib > 0:
                 bulk = scenario.bulk(client_ns, rec.members[server], server, rec.pods[server]["ip"], opts.bulk_mib)
-        pcaps_dir = os.path.join(opts.out_dir, "pcaps", design)
-        with phase("capture"):
-            path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("trace"):
             trace = probe.trace_connection(lab, opts.client, opts.url, notes)
         with phase("objects"):
