@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 # iperf3: the report's bulk transfer; chromium: the report's browser test (headless)
-for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev iperf3 chromium; do
+for pkg in iproute2 iptables nftables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev iperf3 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

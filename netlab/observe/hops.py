@@ -130,12 +130,17 @@ def _client_of(a: Endpoint, b: Endpoint) -> Endpoint:
 def segments(sightings: Iterable[pcapfiles.Sighting]) -> list[_Segment]:
     """Group every TCP sighting by its 4-tuple as seen, client side first."""
     segs: dict[tuple[Endpoint, Endpoint], _Segment] = {}
+    done: list[_Segment] = []
     for s in sightings:
         p = decode(s.data)
         if p is None:
             continue
         a, b = (p.src, p.sport), (p.dst, p.dport)
         seg = segs.get((a, b)) or segs.get((b, a))
+        if seg is not None and p.syn and seg.isn is not None and p.seq != seg.isn:
+            done.append(seg)  # the 4-tuple was reused by a new connection
+            del segs[(seg.client, seg.server)]
+            seg = None
         if seg is None:
             syn_ack = p.flags & 0x12 == 0x12
             client = a if p.syn else b if syn_ack else _client_of(a, b)
@@ -147,7 +152,7 @@ def segments(sightings: Iterable[pcapfiles.Sighting]) -> list[_Segment]:
         if hop is None:
             hop = seg.hops[key] = _HopAcc(s.ts_ns, s.netns, s.device, s.outgoing, p.src, p.sport, p.dst, p.dport, p.vni)
         hop.packets += 1
-        hop.bytes += len(s.data)
+        hop.bytes += s.wirelen or len(s.data)
         if p.syn:
             hop.syn = True
             seg.isn = p.seq
@@ -155,7 +160,7 @@ def segments(sightings: Iterable[pcapfiles.Sighting]) -> list[_Segment]:
         if p.first_byte in (0x16, 0x17) and HBONE_PORT in (p.sport, p.dport):
             seg.tls = True
         seg.last_ns = s.ts_ns
-    return list(segs.values())
+    return done + list(segs.values())
 
 
 def connections(segs: list[_Segment]) -> list[list[_Segment]]:

@@ -136,3 +136,12 @@ def test_proxy_legs_join_through_the_access_log() -> None:
     assert [h.vni for h in p.legs[0].hops] == [None, None, None, 1001, None]
     assert hops.hbone_overhead(p) == (303 - 80, 1203 - 900)
     assert paths[1].legs[0].role == "direct" and paths[1].client == "10.244.2.5"
+
+
+def test_a_reused_four_tuple_is_a_new_connection() -> None:
+    clock = Clock()
+    path = [("nl-x-sleep", "eth0", True)]
+    first = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"a", b"b", isn=1000)
+    second = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"cc", b"dd", isn=9_000_000)
+    paths = hops.reconstruct(first + second, [], hops.Names())
+    assert [(p.legs[0].payload_up, p.legs[0].payload_down) for p in paths] == [(1, 1), (2, 2)]
