@@ -201,12 +201,44 @@ def test_byte_counts_agree_with_the_access_logs(run) -> None:
         hb = [r for r in rows if roles[r["leg"] - 1] == "hbone" and r["encap"] == "hbone" and r["payload_fwd"]]
         assert any(r["netns"].endswith("-net") for r in hb)  # across the underlay
         assert all(r["payload_fwd"] > up and r["payload_rev"] > down for r in hb)
-        assert p["hbone_framing_bytes"] == hb[0]["payload_fwd"] + hb[0]["payload_rev"] - up - down
+        leg = next(g for g in p["path"]["legs"] if g["role"] == "hbone")
+        assert p["hbone_framing_bytes"] == leg["payload_up"] + leg["payload_down"] - up - down > 0
+        # read back from each hop's pcap: every sequence byte at least once (a retransmission twice)
+        assert all(r["payload_fwd"] >= leg["payload_up"] and r["payload_rev"] >= leg["payload_down"] for r in hb)
         geneve = [r for r in rows if r["encap"] == "geneve"]
         if name == "node-routing":  # outer Ethernet + IPv4 + UDP + Geneve: 50 bytes a frame
             assert geneve and all(r["overhead_bytes"] == 50 * r["packets"] for r in geneve)
         else:
             assert geneve == []
+
+
+def test_rules_the_traced_connection_matched(run) -> None:
+    out, data, _ = run
+
+    def steps(name: str) -> list[dict]:
+        on_disk = json.loads((out / "trace" / f"{name}.json").read_text())["steps"]
+        assert len(on_disk) == len(design(data, name)["trace"])
+        return design(data, name)["trace"]
+
+    def first(seq: list[dict], pred) -> int:
+        return next(i for i, s in enumerate(seq) if pred(s))
+
+    nr = steps("node-routing")
+    order = [
+        first(nr, lambda s: s.get("chain") == "ztunnel-PREROUTING" and "--match-set ztunnel-pods-ips src" in s["rule"]
+              and s["mark_after"] & 0x100),
+        first(nr, lambda s: s.get("priority") == 101 and s["table"] == "101"
+              and "default via 192.168.127.2 dev istioout" in s["route"]),
+        first(nr, lambda s: "TPROXY" in s.get("rule", "") and "--on-port 15001" in s["rule"]
+              and s["member"] == "ztunnel-ambient-worker"),
+    ]
+    assert order == sorted(order)
+    ip = steps("inpod")
+    assert any(s.get("chain") == "ISTIO_OUTPUT" and "--to-ports 15001" in s["rule"] and s["member"] == "sleep"
+               for s in ip)
+    # kube-proxy's DNAT on the client's node
+    assert any("-j DNAT --to-destination 10.244.1.7:9080" in s.get("rule", "") and s["member"] == "ambient-worker"
+               for s in steps("none"))
 
 
 def test_html_in_headless_chromium(run) -> None:

@@ -1,4 +1,5 @@
-"""The scenario's captured connection, through the observe layer's capture and hop reconstruction.
+"""The scenario's captured and traced connections, through the observe layer's capture, hop
+reconstruction and trace.
 
 One more request of the scenario (the same curl, one connection) runs under ``netlab capture``
 on every interface of the lab; hop reconstruction joins its legs through the ztunnels' access
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
-from netlab.observe.model import Path
+from netlab.observe.model import Path, Trace
 from netlab.observe.report.diagram import Where, layout, render_svg
 from netlab.observe.report.schema import PathReport
 from netlab.observe.report.wire import leg_bytes
@@ -83,6 +85,13 @@ def capture_path(lab: str, rec, client: str, url: str, out_dir: str,
     return report_path(path, rec, pcaps, rec.mode), files
 
 
-def trace_connection(lab: str, client: str, url: str, notes: list[str]):
-    notes.append("trace: netlab trace is not part of this build yet")
-    return None
+def trace_connection(lab: str, client: str, url: str, notes: list[str]) -> Trace | None:
+    """``netlab trace`` of one new connection client -> the URL's host and port."""
+    from netlab.observe.trace import trace
+
+    u = urlsplit(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    t = trace(lab, source=client, destination=f"{u.hostname}:{port}")
+    if not t.connected:
+        notes.append(f"trace: the traced connection to {u.hostname}:{port} was not accepted")
+    return t
