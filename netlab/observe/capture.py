@@ -103,6 +103,7 @@ def compile_bpf(expr: str | None) -> object | None:
     """libpcap's compiler (through scapy) for an Ethernet link; a bad filter is one clear error."""
     if not expr:
         return None
+    # scapy takes about a second to import: loaded only when packets are read
     from scapy.arch.common import compile_filter
     from scapy.error import Scapy_Exception
 
@@ -151,6 +152,7 @@ def _open_socket(iface: Interface, bpf: object | None) -> tuple[socket.socket, b
         s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if bpf is not None:
+            # scapy takes about a second to import: loaded only when packets are read
             from scapy.arch.linux import sock_fprog
 
             s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(bpf.bf_len, bpf.bf_insns))  # type: ignore[attr-defined]
@@ -203,6 +205,7 @@ class Capture:
             raise
         finally:
             if bpf is not None:
+                # scapy takes about a second to import: loaded only when packets are read
                 from scapy.arch.common import free_filter
 
                 free_filter(bpf)  # the kernel keeps its own copy of the program

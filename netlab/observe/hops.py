@@ -32,6 +32,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from netlab import names as nm
+from netlab.lab.state import load_record
 from netlab.observe import accesslog, pcapfiles
 from netlab.observe.accesslog import AccessEntry
 from netlab.observe.decode import decode
@@ -289,8 +291,6 @@ def _find_upstream(legs: list[Leg], used: set[int], inbound: AccessEntry, target
 
 def lab_names(lab: str) -> Names:
     """Names for a lab's addresses and netns, from its record and registry."""
-    from netlab import names as nm
-    from netlab.lab.state import load_record
 
     rec = load_record(lab)
     n = Names()
@@ -317,7 +317,6 @@ def lab_names(lab: str) -> Names:
 
 def paths_for_capture(res: CaptureResult) -> list[Path]:
     """Hop reconstruction of a capture ``netlab capture`` just made (its merged file, its lab's logs)."""
-    from netlab.lab.state import load_record
 
     rec = load_record(res.lab)
     nodes = sorted(rec.nodes) if rec else []

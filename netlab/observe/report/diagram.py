@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netlab.observe.model import Hop, Path
+from netlab.observe.report.render import environment
 
 COL_W, COL_GAP, MARGIN = 290, 90, 20
 BOX_HEAD, PILL_H, PILL_GAP, BOX_GAP, GROUP_HEAD = 40, 34, 6, 14, 30
@@ -181,6 +182,5 @@ def _arrow(k: int, a: Pill, b: Pill, color: str, dashed: bool) -> Arrow:
 
 
 def render_svg(diagram: Diagram) -> str:
-    from netlab.observe.report.render import environment
 
     return environment().get_template("diagram.svg.j2").render(d=diagram, colors=COLORS).strip()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import time
 
+from netlab.lab.enroll import set_enrollment
+from netlab.lab.lifecycle import record_of
 from netlab.observe.report.objects import collect, diff
 from netlab.observe.report.schema import Enrollment, ObjectChange
+from netlab.observe.show import run_in
 
 
 def _members(rec, pod: str) -> list[str]:
@@ -27,9 +30,6 @@ def pick_pod(pods: dict[str, dict], busy: set[str]) -> str | None:
 
 
 def measure(lab: str, pod: str, timeout: float = 10.0) -> Enrollment:
-    from netlab.lab.enroll import set_enrollment
-    from netlab.lab.lifecycle import record_of
-    from netlab.observe.show import run_in
 
     rec = record_of(lab)
     members = _members(rec, pod)

@@ -13,7 +13,10 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from netlab.lab.lifecycle import record_of
 from netlab.observe.report.schema import Listener, NetnsObjects
+from netlab.observe.show import iptables_save_tool, run_in, show
+from netlab.runtime import supervisor
 
 _LINK = re.compile(r"^\d+: ([^:@]+)(?:@[^:]+)?: ")
 _SS = re.compile(r"^LISTEN\s+\d+\s+\d+\s+(\S+):(\d+)\s+\S+(?:\s+users:\(\(\"([^\"]*)\",pid=(\d+))?")
@@ -133,9 +136,6 @@ def member_node(member: str, role: str, pods: dict[str, dict], nodes: Iterable[s
 
 def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
     """Read every netns of a running lab (or only ``members``), a few at a time."""
-    from netlab.lab.lifecycle import record_of
-    from netlab.observe.show import iptables_save_tool, run_in, show
-    from netlab.runtime import supervisor
 
     rec = record_of(lab)
     tool = iptables_save_tool(rec.iptables_backend)

@@ -14,10 +14,13 @@ import subprocess
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from netlab.observe.capture import capture
+from netlab.observe.hops import hbone_overhead, paths_for_capture
 from netlab.observe.model import Path, Trace
 from netlab.observe.report.diagram import Where, layout, render_svg
 from netlab.observe.report.schema import PathReport
 from netlab.observe.report.wire import leg_bytes
+from netlab.observe.trace import trace
 
 
 def where_in(rec) -> Callable[[str], Where]:
@@ -51,8 +54,6 @@ def pick(paths: list[Path], client: str, client_ip: str) -> Path | None:
 
 
 def report_path(path: Path, rec, pcaps: dict[tuple[str, str], str], design: str) -> PathReport:
-    from netlab.observe.hops import hbone_overhead
-
     framing = hbone_overhead(path)
     logged = {}
     if path.app_bytes_up is not None and path.app_bytes_down is not None:
@@ -66,9 +67,6 @@ def report_path(path: Path, rec, pcaps: dict[tuple[str, str], str], design: str)
 
 def capture_path(lab: str, rec, client: str, url: str, out_dir: str,
                  notes: list[str]) -> tuple[PathReport | None, list[str]]:
-    from netlab.observe.capture import capture
-    from netlab.observe.hops import paths_for_capture
-
     os.makedirs(out_dir, exist_ok=True)
     res = capture(lab, out_dir, members=rec.members,
                   command=(rec.members[client], ["curl", "-s", "-o", "/dev/null", "--max-time", "10",
@@ -87,8 +85,6 @@ def capture_path(lab: str, rec, client: str, url: str, out_dir: str,
 
 def trace_connection(lab: str, client: str, url: str, notes: list[str]) -> Trace | None:
     """``netlab trace`` of one new connection client -> the URL's host and port."""
-    from netlab.observe.trace import trace
-
     u = urlsplit(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     t = trace(lab, source=client, destination=f"{u.hostname}:{port}")

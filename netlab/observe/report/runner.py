@@ -18,11 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from netlab import __version__
 from netlab.errors import LabError, NetlabError
-from netlab.observe.report import enrollment, scenario
+from netlab.lab import lifecycle as lablib
+from netlab.observe.report import enrollment, probe, scenario
 from netlab.observe.report.objects import collect
 from netlab.observe.report.render import render
-from netlab.observe.report.schema import DesignRun, Phase, Ratios, Report, Scenario
+from netlab.observe.report.schema import SCHEMA_VERSION, DesignRun, Phase, Ratios, Report, Scenario
+from netlab.topology import load_topology
 
 log = logging.getLogger(__name__)
 DESIGNS = ("none", "node-routing", "inpod")
@@ -77,8 +82,6 @@ def version_for(design: str, version: str | None) -> str | None:
 
 
 def run(opts: Options, *, progress: Progress = _noop, inspect: Inspect | None = None) -> Report:
-    from netlab import __version__
-    from netlab.lab import lifecycle as lablib
 
     lablib.require_root()
     for d in opts.designs:
@@ -112,8 +115,6 @@ def ratios(run: DesignRun, base: DesignRun) -> Ratios:
 
 
 def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | None) -> DesignRun:
-    from netlab.lab import lifecycle as lablib
-    from netlab.observe.report import probe
 
     lab = f"{opts.name}-{SHORT[design]}"
     phases: list[Phase] = []
@@ -173,7 +174,6 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
 
 def _services(topology: str, pods: dict[str, dict]) -> dict[str, list[str]]:
     """Service name -> the pods it selects, from the lab's topology."""
-    from netlab.topology import load_topology
 
     topo = load_topology(topology)
     by_name = {p.name: p for p in topo.pods}
@@ -204,7 +204,6 @@ def write(report: Report, out_dir: str) -> list[str]:
 
 def load(path: str) -> Report:
     """A report.json written by this or an earlier netlab; a different schema is refused."""
-    from netlab.observe.report.schema import SCHEMA_VERSION
 
     try:
         with open(path) as f:
@@ -214,7 +213,6 @@ def load(path: str) -> Report:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise LabError(f"{path}: report schema {data.get('schema_version') if isinstance(data, dict) else '?'}, "
                        f"this netlab reads schema {SCHEMA_VERSION}")
-    from pydantic import ValidationError
 
     try:
         return Report.model_validate(data)

@@ -35,6 +35,7 @@ def count(pcap: str, hop: Hop) -> Counted:
     counts once. A hop in Geneve counts the Geneve frames on its device, any other hop the
     plain ones (a device can carry the connection both ways: tunnelled out, routed back).
     """
+    # scapy takes about a second to import: loaded only when packets are read
     from scapy.contrib.geneve import GENEVE
     from scapy.layers.inet import IP, TCP
     from scapy.utils import PcapReader
