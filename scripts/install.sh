@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 # one package per line. iperf3: the report's bulk transfer and the benchmarks; chromium: the
 # report's browser test (headless); sockperf, wrk, nginx-light: the data-path benchmarks;
-# shellcheck: the export tests
+# shellcheck: the export tests; nftables: netlab trace (nft)
 packages=(
   iproute2
   iptables

@@ -165,18 +165,31 @@ def route_decision(ns: str, dst: str, src: str, iif: str | None, mark: int, pack
 
 
 def _rule_priority(ns: str, table: str, *, src: str, dst: str, iif: str | None, mark: int) -> int:
-    """The first ip rule (priority order, ``goto`` followed) that matches and looks up ``table``."""
     try:
         rules = json.loads(_run(ns, ["ip", "-j", "rule", "show"], check=False) or "[]")
     except ValueError:
         return -1
-    rules.sort(key=lambda r: r.get("priority", 0))
+    return matching_rule(rules, table, src=src, dst=dst, iif=iif, mark=mark)
+
+
+def matching_rule(rules: list[dict], table: str, *, src: str, dst: str, iif: str | None, mark: int) -> int:
+    """The first ip rule (priority order, ``goto`` followed) that matches and looks up ``table``.
+
+    ``rules`` as ``ip -j rule show`` prints them; -1 when none does.
+
+    >>> rules = [{"priority": 0, "src": "all", "table": "local"},
+    ...          {"priority": 100, "src": "all", "fwmark": "0x200", "fwmask": "0x200", "goto": 32766},
+    ...          {"priority": 101, "src": "all", "fwmark": "0x100", "fwmask": "0x100", "table": "101"},
+    ...          {"priority": 32766, "src": "all", "table": "main"}]
+    >>> matching_rule(rules, "101", src="10.244.2.4", dst="10.96.0.10", iif="veth1", mark=0x100)
+    101
+    >>> matching_rule(rules, "main", src="10.244.2.4", dst="10.96.0.10", iif="veth1", mark=0x300)
+    32766
+    """
     skip_below = -1
-    for r in rules:
+    for r in sorted(rules, key=lambda r: r.get("priority", 0)):
         prio = r.get("priority", 0)
-        if prio < skip_below:
-            continue
-        if not _rule_matches(r, src=src, dst=dst, iif=iif, mark=mark):
+        if prio < skip_below or not _rule_matches(r, src=src, dst=dst, iif=iif, mark=mark):
             continue
         if "goto" in r:
             skip_below = int(r["goto"])

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from netlab.observe import hops
 from netlab.observe.accesslog import parse_line
-from netlab.observe.decode import decode
+from netlab.observe.decode import decode, ntoa
 from netlab.observe.pcapfiles import Sighting
 
 T0 = 1_800_000_000_000_000_000
@@ -40,7 +40,8 @@ def test_decode_agrees_with_scapy(f: bytes) -> None:
         assert p.vni == s[GENEVE].vni
         s = s[GENEVE].payload
     ip, tcp = s[IP], s[TCP]
-    assert (p.src, p.sport, p.dst, p.dport) == (ip.src, tcp.sport, ip.dst, tcp.dport)
+    assert (ntoa(p.src), p.sport, ntoa(p.dst), p.dport) == (ip.src, tcp.sport, ip.dst, tcp.dport)
+    assert p.syn == (tcp.flags == "S")
     assert (p.flags, p.seq, p.payload) == (int(tcp.flags), tcp.seq, len(bytes(tcp.payload)))
 
 
