@@ -182,5 +182,4 @@ def _arrow(k: int, a: Pill, b: Pill, color: str, dashed: bool) -> Arrow:
 
 
 def render_svg(diagram: Diagram) -> str:
-
     return environment().get_template("diagram.svg.j2").render(d=diagram, colors=COLORS).strip()

@@ -82,10 +82,10 @@ def version_for(design: str, version: str | None) -> str | None:
 
 
 def run(opts: Options, *, progress: Progress = _noop, inspect: Inspect | None = None) -> Report:
-
+    for d in opts.designs:
+        version_for(d, opts.istio_version)  # refuse a bad version before anything else
     lablib.require_root()
     for d in opts.designs:
-        version_for(d, opts.istio_version)  # refuse a bad version before any lab exists
         lab = f"{opts.name}-{SHORT[d]}"
         if lab in lablib.known_labs():
             raise LabError(f"lab {lab!r} exists; a report stands up labs of its own",
@@ -115,7 +115,6 @@ def ratios(run: DesignRun, base: DesignRun) -> Ratios:
 
 
 def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | None) -> DesignRun:
-
     lab = f"{opts.name}-{SHORT[design]}"
     phases: list[Phase] = []
     notes: list[str] = []
@@ -174,7 +173,6 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
 
 def _services(topology: str, pods: dict[str, dict]) -> dict[str, list[str]]:
     """Service name -> the pods it selects, from the lab's topology."""
-
     topo = load_topology(topology)
     by_name = {p.name: p for p in topo.pods}
     return {s.name: sorted(n for n, p in by_name.items() if n in pods
@@ -204,7 +202,6 @@ def write(report: Report, out_dir: str) -> list[str]:
 
 def load(path: str) -> Report:
     """A report.json written by this or an earlier netlab; a different schema is refused."""
-
     try:
         with open(path) as f:
             data = json.load(f)

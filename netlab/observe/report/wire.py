@@ -87,7 +87,7 @@ def leg_bytes(path: Path, pcaps: dict[tuple[str, str], str]) -> list[LegBytes]:
             pcap = pcaps.get((h.netns, h.device))
             c = count(pcap, h) if pcap else Counted(h.packets, h.bytes, 0, 0, 0)
             over = c.encap if h.encap == "geneve" else c.wire - c.payload_fwd - c.payload_rev
-            rows.append(LegBytes(leg=li, hop=n, netns=h.netns, device=h.device, encap=h.encap, vni=h.vni,
+            rows.append(LegBytes(leg=li, hop=n, netns=h.netns, member=h.member or h.netns, device=h.device, encap=h.encap, vni=h.vni,
                                  packets=c.packets, wire_bytes=c.wire, payload_fwd=c.payload_fwd,
                                  payload_rev=c.payload_rev, overhead_bytes=over,
                                  overhead_per_packet=round(over / c.packets, 1) if c.packets else 0.0))
