@@ -76,7 +76,7 @@ def capture(
 
 def _print_capture(res) -> None:
     t = Table(title=f"capture of {res.lab}: {res.directory}")
-    for c in ("member (netns nl-<lab>-<member>)", "device", "packets", "kernel drops"):
+    for c in ("member (netns nl-<lab>.<member>)", "device", "packets", "kernel drops"):
         t.add_column(c, justify="right" if c in ("packets", "kernel drops") else "left", no_wrap=True)
     for i in sorted(res.interfaces, key=lambda i: (i.member, i.device)):
         t.add_row(i.member, i.device, str(i.packets), str(i.kernel_drops))

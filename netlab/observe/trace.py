@@ -36,9 +36,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from netlab import names
+from netlab.apply.iptables import backend_variant, variant
 from netlab.errors import LabError, PreflightError
+from netlab.lab import lifecycle as lablib
 from netlab.linux import nsenter
-from netlab.observe import nftrace
+from netlab.observe import capture as cap
+from netlab.observe import nftrace, pcapfiles
+from netlab.observe.decode import decode
 from netlab.observe.model import RouteDecision, RuleMatch, Trace
 
 TRACE_TABLE = "nl-trace"
@@ -75,8 +80,6 @@ def _in_all(nss: list[str], argv: list[str], *, stdin: str | None = None, check:
 
 
 def check_backend(record_backend: str) -> None:
-    from netlab.apply.iptables import backend_variant, variant
-
     if backend_variant(record_backend) == "legacy" or variant() == "legacy":
         raise PreflightError(
             "this lab's iptables rules are legacy x_tables, which nftables tracing cannot see "
@@ -276,8 +279,6 @@ def resolve(host: str, client_ns: str) -> str:
     """An IP, or a name from the lab's hosts file of the client's netns (what its apps resolve)."""
     with contextlib.suppress(ValueError):
         return str(ipaddress.ip_address(host))
-    from netlab import names
-
     with contextlib.suppress(OSError), open(os.path.join(names.etc_netns_dir(client_ns), "hosts")) as f:
         for ln in f:
             parts = ln.split("#", 1)[0].split()
@@ -287,8 +288,6 @@ def resolve(host: str, client_ns: str) -> str:
 
 
 def netns_order(sightings, port: int) -> list[str]:
-    from netlab.observe.decode import decode
-
     order: list[str] = []
     for s in sightings:
         p = decode(s.data)
@@ -299,10 +298,6 @@ def netns_order(sightings, port: int) -> list[str]:
 
 def trace(lab: str, *, source: str, destination: str, timeout: float = 3.0) -> Trace:
     """Open one TCP connection from pod ``source`` to ``destination`` (HOST:PORT) and trace it."""
-    from netlab.lab import lifecycle as lablib
-    from netlab.observe import capture as cap
-    from netlab.observe import pcapfiles
-
     rec = lablib.record_of(lab)
     check_backend(rec.iptables_backend)
     if source not in rec.pods:

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from netlab import names
 from netlab.lab.state import load_record
 from netlab.observe import capture as caplib
 from netlab.observe import hops as hopslib
@@ -28,7 +29,7 @@ CURL = ("curl", "-s", "--max-time", "10", "http://productpage:9080/")
 @pytest.fixture(scope="module")
 def nr():
     """A fresh lab: the captured curl is its first request, so its HBONE connection is new."""
-    with lab_up("topologies/bookinfo.yaml", "cp-onr", "--mode", "node-routing") as lab:
+    with lab_up("bookinfo", "cp-onr", "--mode", "node-routing") as lab:
         yield lab
 
 
@@ -70,7 +71,8 @@ def test_capture_files_per_interface_and_merged(nr, nr_capture) -> None:
     assert sleep.packets > 0 and len(tshark("-r", sleep.pcap)) == sleep.packets
     rows = tshark("-r", res.merged, "-T", "fields", "-e", "frame.interface_name", "-e", "frame.interface_description")
     assert len(rows) == sum(i.packets for i in res.interfaces)
-    assert [f"nl-{nr}-sleep/eth0", f"eth0 in netns nl-{nr}-sleep"] in rows
+    sleep_ns = names.netns(nr, "sleep")
+    assert [f"{sleep_ns}/eth0", f"eth0 in netns {sleep_ns}"] in rows
 
 
 def test_geneve_decodes_and_hbone_is_tls_on_15008(nr, nr_capture) -> None:
@@ -79,7 +81,7 @@ def test_geneve_decodes_and_hbone_is_tls_on_15008(nr, nr_capture) -> None:
     assert any(int(r[1], 16) == 1001 for r in rows), rows  # the SYN to the ztunnel pod in VNI 1001
     tls = tshark("-r", nr_capture.merged, "-Y", "tls", "-T", "fields", "-e", "frame.interface_name", "-e", "tcp.port")
     assert tls and all("15008" in r[1] for r in tls)
-    underlay = tshark("-r", nr_capture.merged, "-Y", f'frame.interface_name contains "nl-{nr}-net/" and tcp',
+    underlay = tshark("-r", nr_capture.merged, "-Y", f'frame.interface_name contains "{names.netns(nr, "net")}/" and tcp',
                       "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport")
     assert underlay and all("15008" in r for r in underlay), "plaintext crossed the underlay"
 
@@ -100,11 +102,12 @@ def test_ctrl_c_still_writes_closed_pcaps(nr, tmp_path) -> None:
     assert p.returncode == 130, errtext
     assert "interrupted" in errtext
     files = sorted(os.listdir(d))
-    assert "merged.pcapng" in files and f"nl-{nr}-sleep__eth0.pcap" in files
+    sleep_pcap = f"{names.netns(nr, 'sleep')}__eth0.pcap"
+    assert "merged.pcapng" in files and sleep_pcap in files
     assert not [f for f in files if f.endswith(".tmp")]
     for f in files:
         subprocess.run(["tshark", "-r", os.path.join(d, f), "-c", "1"], capture_output=True, check=True)
-    assert tshark("-r", os.path.join(d, f"nl-{nr}-sleep__eth0.pcap"), "-Y", "tcp.flags.syn == 1")
+    assert tshark("-r", os.path.join(d, sleep_pcap), "-Y", "tcp.flags.syn == 1")
     time.sleep(0.2)
     assert packet_sockets(nr) == before
 
@@ -186,7 +189,7 @@ def test_trace_node_routing(nr) -> None:
 
 @pytest.fixture(scope="module")
 def inpod():
-    with lab_up("topologies/bookinfo.yaml", "cp-oip", "--mode", "inpod") as lab:
+    with lab_up("bookinfo", "cp-oip", "--mode", "inpod") as lab:
         yield lab
 
 
@@ -221,7 +224,7 @@ def test_trace_inpod(inpod) -> None:
 
 @pytest.fixture(scope="module")
 def direct():
-    with lab_up("topologies/bookinfo.yaml", "cp-ono", "--mode", "none") as lab:
+    with lab_up("bookinfo", "cp-ono", "--mode", "none") as lab:
         yield lab
 
 
