@@ -4,8 +4,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev \
-           iperf3 sockperf wrk nginx-light; do
+# one package per line. iperf3: the report's bulk transfer and the benchmarks; chromium: the
+# report's browser test (headless); sockperf, wrk, nginx-light: the data-path benchmarks;
+# shellcheck: the export tests
+packages=(
+  iproute2
+  iptables
+  ipset
+  tcpdump
+  tshark
+  curl
+  util-linux
+  procps
+  nghttp2-proxy
+  libcurl4-openssl-dev
+  libssl-dev
+  iperf3
+  chromium
+  sockperf
+  wrk
+  nginx-light
+  shellcheck
+)
+for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -35,6 +35,7 @@ import time
 import loadtools  # sibling module: scripts/bench is sys.path[0] when this script runs
 import yaml
 
+from netlab import names
 from netlab.lab import lifecycle as lablib
 from netlab.linux import nsenter
 from netlab.runtime import supervisor
@@ -210,9 +211,9 @@ def run_mode(mode: str, seconds: float, mib: int, name: str = "bdp", own: bool =
     servers = None
     try:
         res = lablib.up(path, name=name, mode=mode)
-        ns = f"nl-{name}-client"
+        ns = names.netns(name, "client")
         addr = (VIP, 9080)
-        servers = loadtools.start_servers(f"nl-{name}-server")
+        servers = loadtools.start_servers(names.netns(name, "server"))
         wait_path(ns, addr)
         loadtools.wait_listening(ns, VIP, [loadtools.IPERF_PORT, loadtools.SOCKPERF_PORT, loadtools.HTTP_PORT])
         out = {"mode": mode, "istio_version": res.istio_version, "encap": res.encap,
