@@ -304,7 +304,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="repeat the cycle of modes; the summary takes medians")
     ap.add_argument("--no-own-client", action="store_true", help="skip the project's own client (secondary line)")
     ap.add_argument("--json-out", default="bench-results/datapath.json", help="where the JSON goes")
-    ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME-*)")
+    ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME.*)")
     ap.add_argument("--pin-cpus", default="", metavar="LIST",
                     help="run the bench and every lab process on these CPUs only (e.g. 0): takes the "
                          "cross-CPU wake-ups out and leaves the path's own work")

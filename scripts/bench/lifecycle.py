@@ -33,6 +33,7 @@ import time
 
 import yaml
 
+from netlab import names
 from netlab.lab import lifecycle as lablib
 from netlab.linux import nsenter
 from netlab.runtime import supervisor
@@ -140,7 +141,7 @@ def measure(pods: int, mode: str, name: str, timeout: float) -> dict:
     held: list[socket.socket] = []
     try:
         topo = load_topology(path)
-        client_ns = f"nl-{name}-client"
+        client_ns = names.netns(name, "client")
         ips = [str(p.ip) for p in topo.pods if p.name != "client"]
         t0 = time.monotonic()
         res = lablib.up(path, name=name, mode=mode)
@@ -177,7 +178,7 @@ def main() -> None:
     ap.add_argument("--modes", default="none,node-routing,inpod", help="modes to measure, in turn")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the cycle of modes")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds until every pod must be served")
-    ap.add_argument("--name", default="bl", help="lab name (netns nl-NAME-*)")
+    ap.add_argument("--name", default="bl", help="lab name (netns nl-NAME.*)")
     ap.add_argument("--json-out", default="bench-results/lifecycle.json")
     a = ap.parse_args()
     if os.geteuid() != 0:
