@@ -12,14 +12,15 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import common, doctor, inspect, lifecycle
+from netlab.cli import common, doctor, inspect, lifecycle, teach
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
-GROUPS = (lifecycle.app, inspect.app, doctor.app)
+GROUPS = (lifecycle.app, inspect.app, doctor.app, teach.app)
 for _group in GROUPS:
-    app.add_typer(_group)
+    # a group with a name (``lab``) is a sub-command; the others' commands sit at the top
+    app.add_typer(_group, name=_group.info.name)
 
 
 @app.callback()

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "netlab"
-LAYERS = ["protocols", "linux", "topology", "plan", "apply", "runtime", "lab", "observe", "cli"]
+LAYERS = ["protocols", "linux", "topology", "plan", "apply", "runtime", "lab", "observe", "teach", "cli"]
 PURE = ("protocols", "topology", "plan")
 IMPURE = {"pyroute2", "iptc", "subprocess", "socket", "scapy", "asyncio"}
 
