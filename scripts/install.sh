@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps nghttp2-proxy libcurl4-openssl-dev libssl-dev; do
+for pkg in iproute2 iptables ipset tcpdump tshark curl util-linux procps conntrack nghttp2-proxy libcurl4-openssl-dev libssl-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
