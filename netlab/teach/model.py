@@ -104,6 +104,7 @@ class TeachingLab:
     counters: tuple[Counter, ...] = ()
     companion_mode: str | None = None  # lab 5 also needs the other design, as <lab>-<mode>
     reset: bool = True  # ``start`` puts every pod back to the topology's enrollment
+    notes: str = ""  # markdown closing the lab's page: what the lab showed, with numbers
 
     @property
     def default_name(self) -> str:
