@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from netlab.cli.common import JsonOpt, boundary, emit_json, out
+from netlab.cli.common import JsonOpt, boundary, emit_json, fail, out
 
 app = typer.Typer()
 
@@ -20,7 +20,7 @@ def doctor(json_: JsonOpt = False) -> None:
     bad = [c for c in checks if not c.ok and c.required]
     if json_:
         emit_json("doctor", [{**c.__dict__, "instead": c.instead, "loses": c.loses} for c in checks],
-                  status="ok" if not bad else "error")
+                  status="ok" if not bad else "error", errors=[f"{c.name}: {c.detail}" for c in bad])
     else:
         t = Table(title="netlab doctor")
         for c in ("check", "result", "detail", "fix"):
@@ -36,4 +36,6 @@ def doctor(json_: JsonOpt = False) -> None:
             elif not c.ok and c.required:
                 out.print(f"\n{c.name} is missing: netlab cannot run labs without it ({c.fix}).", markup=False)
     if bad:
+        fail(f"{len(bad)} required check{'s' if len(bad) > 1 else ''} failed: {', '.join(c.name for c in bad)}",
+             bad[0].fix or None)
         raise typer.Exit(7)
