@@ -65,6 +65,25 @@ def _rule101(ctx: Ctx) -> Outcome:
     return ok(f"rule 101: {rules[101]}; ip route get {VIP} ... mark 0x100: {got}")
 
 
+def _geneve(ctx: Ctx) -> Outcome:
+    import os
+
+    ip = pod_ip(ctx, "sleep")
+    seen = probe.captured(os.path.join(ctx.workdir, "out"))
+    if not seen:
+        return missing(f"no capture in {ctx.workdir}/out: run the `netlab capture` of this step")
+    syns = [s for s in seen if s.syn and s.src == ip and s.dst == VIP and s.dport == 9080]
+    tunnel = [s for s in syns if s.vni == 1001]
+    tap = [s for s in syns if s.device == "istioout" and s.vni is None]
+    if not tunnel:
+        vnis = sorted({s.vni for s in seen if s.vni is not None})
+        return missing(f"the capture has no Geneve packet (VNI 1001) carrying sleep's SYN to {VIP}:9080 "
+                       f"(VNIs seen: {vnis or 'none'})")
+    where = {s.device for s in tunnel}
+    return ok(f"sleep's SYN {ip} -> {VIP}:9080 seen on istioout ({len(tap)}x) and inside Geneve VNI 1001 on "
+              f"{', '.join(sorted(where))} (the veth to the ztunnel pod): the VIP, not a pod IP, rides the tunnel")
+
+
 def _tproxy(ctx: Ctx) -> Outcome:
     rules = probe.ip_rules(ctx.lab, f"ztunnel-{CLIENT_NODE}")
     if "fwmark 0x400/0xfff lookup 100" not in rules.get(20000, ""):
@@ -111,6 +130,14 @@ LAB = TeachingLab(
              "istioout`; the kernel's own answer for a 0x100 packet from sleep's veth: `via 192.168.127.2 dev "
              "istioout table 101`",
              _rule101, "without `mark 0x100` the same lookup goes to the main table (eth0)", kind="look"),
+        Step("Capture it: the SYN rides Geneve VNI 1001",
+             f"netlab capture {{lab}} -o {{dir}}/out --only {CLIENT_NODE} -- sleep curl -s -o /dev/null "
+             "http://productpage:9080/\n"
+             "tshark -r {dir}/out/merged.pcapng -Y 'geneve.vni == 1001 && tcp.flags.syn == 1' "
+             "-T fields -e frame.interface_description -e ip.dst -e tcp.dstport",
+             "the SYN to 10.96.0.10:9080 on istioout, then the same SYN inside UDP 6081 Geneve, VNI 1001, on the "
+             "veth to the ztunnel pod (outer 10.244.2.1 -> 10.244.2.2); the replies do not come back this way",
+             _geneve, "`netlab capture` runs the command while every interface of ambient-worker is captured"),
         Step("In the ztunnel pod, TPROXY hands the SYN to port 15001",
              f"netlab exec {{lab}} ztunnel-{CLIENT_NODE} -- iptables-save -c -t mangle\n"
              f"netlab exec {{lab}} ztunnel-{CLIENT_NODE} -- ip rule",

@@ -36,6 +36,25 @@ def _plaintext(ctx: Ctx) -> Outcome:
     return ok(o.detail + f"; logged dst.addr={inn.get('dst.addr')} with no identity")
 
 
+def _one_syn(ctx: Ctx) -> Outcome:
+    import os
+
+    server = pod_ip(ctx, "productpage-v1")
+    seen = probe.captured(os.path.join(ctx.workdir, "in"))
+    if not seen:
+        return missing(f"no capture in {ctx.workdir}/in: run the `netlab capture` of this step")
+    conn = [s for s in seen if s.dst == server and s.dport == 15008 and s.vni is None]
+    tun = [s for s in conn if s.device == "istioin"]
+    wire = [s for s in conn if s.device == "eth0"]
+    if not tun:
+        return missing("no packet to 10.244.1.7:15008 crossed istioin: restart ztunnel-ambient-worker first, "
+                       "so that its HBONE connection is new (a pooled one has no SYN left to send)")
+    if any(not s.syn for s in tun):
+        return missing(f"{sum(not s.syn for s in tun)} non-SYN packet(s) of the HBONE connection crossed istioin")
+    return ok(f"{len(tun)} packet(s) of the HBONE connection crossed istioin, every one a SYN; {len(wire)} crossed "
+              f"eth0: after the SYN, the connection's mark (0x210 -> 0x40, table 102) takes the direct veth")
+
+
 def _source_ip(ctx: Ctx) -> Outcome:
     server = pod_ip(ctx, "productpage-v1")
     seen = {}
@@ -77,6 +96,14 @@ LAB = TeachingLab(
              "the `--dport 15008 ... --on-port 15008` counter moved; 15001 moved too (productpage's own "
              "outbound calls to details and reviews); a pooled HBONE connection counts one SYN for many requests",
              _hbone, "curl from sleep (enrolled): its ztunnel opens HBONE to 10.244.1.7:15008"),
+        Step("Only the SYN crosses istioin",
+             "netlab restart {lab} ztunnel-ambient-worker\n"
+             f"netlab capture {{lab}} -o {{dir}}/in --only {SERVER_NODE} --filter 'tcp port 15008 or udp port 6081' "
+             "-- sleep curl -s -o /dev/null http://productpage:9080/",
+             "on ambient-worker2, istioin carries the SYN of the new HBONE connection to 10.244.1.7:15008 (and the "
+             "veth to the ztunnel pod the same SYN in Geneve VNI 1000); every later packet of that connection "
+             "arrives on eth0 and goes to the ztunnel pod directly (connmark 0x210 -> mark 0x40 -> table 102)",
+             _one_syn, "restarting the client's ztunnel empties its HBONE connection pool"),
         Step("Take notsleep out of the mesh",
              "netlab unenroll {lab} notsleep",
              "its ipset entry and table-100 route on ambient-worker are gone",

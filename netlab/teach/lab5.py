@@ -87,6 +87,38 @@ def _unenroll_both(ctx: Ctx) -> Outcome:
               "netns emptied, the node kept its single SNAT rule")
 
 
+def _report(ctx: Ctx) -> Outcome:
+    import json
+    import os
+
+    path = os.path.join(ctx.workdir, "report", "report.json")
+    try:
+        with open(path) as f:
+            rep = json.load(f)
+    except (OSError, ValueError):
+        return missing(f"no report at {path}: run the `netlab report` of this step")
+    designs = {d["design"]: d for d in rep["designs"]}
+    if set(designs) != {"node-routing", "inpod"}:
+        return missing(f"the report covers {sorted(designs)}, not node-routing and inpod")
+    parts = []
+    for name, d in designs.items():
+        enr = d.get("enrollment") or {}
+        where = sorted({a["member"] for a in enr.get("added", [])})
+        if not where:
+            return missing(f"the {name} run recorded no objects added by its live enrollment")
+        line = f"{name}: enrolling {enr.get('pod')} added {len(enr['added'])} object(s) in {', '.join(where)}"
+        p = d.get("path")
+        if p:
+            hops = sum(len(leg["hops"]) for leg in p["legs"])
+            line += f", one request = {len(p['legs'])} TCP legs, {hops} hops"
+        elif d.get("notes"):
+            line += f" (no hop count: {'; '.join(d['notes'])})"
+        if d.get("latency"):
+            line += f", p50 {d['latency']['p50_ms']:.1f} ms"
+        parts.append(line)
+    return ok("; ".join(parts))
+
+
 LAB = TeachingLab(
     number=5, slug="compare", title="Compare the two designs", topology="bookinfo", mode="inpod",
     companion_mode="node-routing",
@@ -115,5 +147,13 @@ LAB = TeachingLab(
              "node-routing: `ipset del` and a route removed on the node; inpod: the agent deletes the chains, "
              "rule and route inside ratings-v1 and sends DelWorkload",
              _unenroll_both, "`netlab unenroll LAB ratings-v1` for each lab"),
+        Step("The report: the same scenario in both designs, side by side",
+             "netlab report bookinfo -o {dir}/report --designs node-routing,inpod --name {lab}-rep "
+             "--requests 5 --bulk-mib 0\n"
+             "sed -n '1,60p' {dir}/report/report.md",
+             "per design: latency, every mesh object per netns (node vs pod), what one live enrollment added and "
+             "where, and the hops one request took (each TCP leg, each interface it crossed)",
+             _report, "the report stands up its own labs ({lab}-rep-nr, {lab}-rep-ip) and takes them down",
+             settle=1.0),
     ),
 )

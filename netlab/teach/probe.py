@@ -188,6 +188,36 @@ def access_log(lab: str, node: str, since: float = 0.0) -> list[AccessLine]:
     return out
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One TCP segment a capture saw: where, and Geneve's VNI when it rode in a tunnel."""
+
+    netns: str
+    device: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    syn: bool
+    vni: int | None
+
+
+def captured(directory: str) -> list[Seen]:
+    """Every TCP segment in ``directory/merged.pcapng`` (``netlab capture``), Geneve opened."""
+    from netlab.observe.decode import decode
+    from netlab.observe.pcapfiles import read_merged
+
+    path = os.path.join(directory, "merged.pcapng")
+    if not os.path.exists(path):
+        return []
+    out = []
+    for s in read_merged(path):
+        t = decode(s.data)
+        if t is not None:
+            out.append(Seen(s.netns, s.device, t.src, t.sport, t.dst, t.dport, t.syn, t.vni))
+    return out
+
+
 def log_text(lab: str, filename: str) -> str:
     try:
         with open(os.path.join(names.state_dir(lab), "logs", filename), errors="replace") as f:
