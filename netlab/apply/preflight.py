@@ -1,20 +1,25 @@
 """``netlab doctor``: is this machine able to run labs, and what is missing?
 
-Kernel features are probed for real inside a throw-away lab netns (``nl-doctor-probe``),
+Kernel features are probed for real inside a throw-away netns no lab owns (``nl-_probe-<pid>``),
 never in the root netns: a link is created, an ipset made, an iptables rule loaded.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netlab import names
 from netlab.apply import netns as netns_mod
+from netlab.apply.ipset import open_ipset
 from netlab.linux.nsenter import netns_path
 
-PROBE_NS = "nl-doctor-probe"
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
     "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
@@ -36,28 +41,43 @@ def _rules(ns: str, text: str) -> tuple[bool, str]:
     return p.returncode == 0, (p.stderr.strip().splitlines() or [""])[-1]
 
 
+FDS_PER_NETNS = 4  # an IPRoute per lab netns while `up` applies the plan (netlab.lab.limits)
+MIN_NETNS = 256  # bookinfo is 13; a 100-pod lab about 110
+
+
+def _nofile_check() -> Check:
+    """Open-file limit: ``up`` raises the soft limit to the hard one, so the hard one counts."""
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft if hard == resource.RLIM_INFINITY else hard
+    if limit == resource.RLIM_INFINITY:
+        return Check("open files", True, "unlimited")
+    fit = max(0, (limit - 64) // FDS_PER_NETNS)
+    return Check("open files", fit >= MIN_NETNS, f"soft {soft}, hard {hard}: labs up to about {fit} netns (pods + nodes)",
+                 "raise the hard limit: `ulimit -Hn 65536` as root, or LimitNOFILE= for a service")
+
+
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     root = os.geteuid() == 0
     checks.append(Check("root", root, "running as root" if root else "not root",
                         "run netlab with sudo or as root"))
+    checks.append(_nofile_check())
     for tool, pkg in TOOLS.items():
         path = shutil.which(tool)
         checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
                             required=tool not in ("tshark", "tcpdump")))
     if not root:
         return checks
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
+    probe = names.probe_netns()
     try:
-        netns_mod.create(PROBE_NS)
+        netns_mod.create(probe)
         checks.append(Check("netns", True, "network namespaces work"))
     except Exception as e:  # noqa: BLE001 - report, don't crash
         checks.append(Check("netns", False, str(e), "a kernel with CONFIG_NET_NS"))
         return checks
     try:
-        with IPRoute(netns=PROBE_NS) as ipr:
+        with IPRoute(netns=probe) as ipr:
             for kind, kw, fix, required in (
                 ("veth", {"peer": {"ifname": "probe1"}}, "CONFIG_VETH", True),
                 ("bridge", {}, "CONFIG_BRIDGE", True),
@@ -79,9 +99,7 @@ def run_checks() -> list[Check]:
             except NetlinkError as e:
                 checks.append(Check("policy routing", False, str(e), "CONFIG_IP_MULTIPLE_TABLES"))
         try:
-            from netlab.apply.ipset import open_ipset
-
-            ips = open_ipset(PROBE_NS)
+            ips = open_ipset(probe)
             ips.create("probe", stype="hash:ip", comment=True)
             ips.close()
             checks.append(Check("ipset hash:ip", True, "supported"))
@@ -101,8 +119,8 @@ def run_checks() -> list[Check]:
              "-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n", "CONFIG_NF_NAT, CONFIG_IP_NF_NAT"),
         ):
             if shutil.which("iptables-restore"):
-                ok, msg = _rules(PROBE_NS, text)
+                ok, msg = _rules(probe, text)
                 checks.append(Check(name, ok, "supported" if ok else msg, fix))
     finally:
-        netns_mod.remove(PROBE_NS)
+        netns_mod.remove(probe)
     return checks

@@ -46,7 +46,7 @@ def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> N
 
     Call it under :func:`netlab.lab.state.state_lock`: it is a read-modify-write.
     """
-    path = os.path.join(names.state_dir(lab), "registry.json")
+    path = names.registry_path(names.state_dir(lab))
     with open(path) as f:
         reg = json.load(f)
     for w in reg["workloads"]:
@@ -73,7 +73,7 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
     else:
         from netlab.runtime.cniagent import agent as cniagent
 
-        sock = os.path.join(names.state_dir(lab), "sockets", f"cni-{info['node']}.sock")
+        sock = names.cni_socket(names.state_dir(lab), info["node"])
         resp = cniagent.plugin_event(sock, "add" if on else "del", pod)
         if not resp.get("ok", False):
             raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")

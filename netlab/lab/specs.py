@@ -55,10 +55,10 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
                 "workload": {"app": app, "pod": p.arg("pod"), "port": p.arg("port"), "version": p.arg("version")}}
     if p.kind == "ztunnel":
         node = p.arg("node")
-        cfg = {"node": node, "mode": p.arg("mode"), "registry": os.path.join(state, "registry.json"),
+        cfg = {"node": node, "mode": p.arg("mode"), "registry": names.registry_path(state),
                "certs_dir": os.path.join(state, "certs"),
                "access_log": os.path.join(state, "logs", f"ztunnel.{node}.access.log"),
-               "zds_socket": os.path.join(state, "sockets", f"ztunnel-{node}.sock") if p.arg("mode") == "inpod" else None,
+               "zds_socket": names.zds_socket(state, node) if p.arg("mode") == "inpod" else None,
                "trust_domain": plan.registry.get("trust_domain", "cluster.local"),
                "log_level": ztunnel_log_level()}
         path = os.path.join(state, f"ztunnel-{node}.json")

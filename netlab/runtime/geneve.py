@@ -31,7 +31,7 @@ Fast path (numbers in ``docs/geneve.md``):
 
 Example::
 
-    python -m netlab.runtime.geneve --node-netns nl-lab-worker --pod-netns nl-lab-ztunnel-worker \\
+    python -m netlab.runtime.geneve --node-netns nl-lab.worker --pod-netns nl-lab.ztunnel-worker \\
         --node-ip 10.244.1.1 --pod-ip 10.244.1.2 --stats-file /run/netlab/lab/geneve-worker.json
 """
 
@@ -78,6 +78,7 @@ from netlab.protocols.offload import (
     split_gso,
     vnet_header_for,
 )
+from netlab.runtime.ready import notify_ready
 
 log = logging.getLogger(__name__)
 
@@ -514,8 +515,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     fwd.start()
     print(READY_LINE, flush=True)
-    from netlab.runtime.ready import notify_ready
-
     notify_ready()
     try:
         while True:

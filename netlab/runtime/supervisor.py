@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.linux import jsonline, proc
+from netlab.runtime import workloads
 
 log = logging.getLogger("netlab.supervisor")
 ALIVE_READY_S = 0.3
@@ -75,8 +76,6 @@ class Supervisor:
         target = None
         if "workload" in spec:
             wl = spec["workload"]
-            from netlab.runtime import workloads
-
             def target(wl=wl, w=w) -> None:
                 workloads.main(wl["app"], wl["pod"], int(wl["port"]), wl.get("version", "v1"), ready_fd=w)
         keep = (w,) if w is not None else ()
@@ -207,7 +206,7 @@ class Supervisor:
     # -- main loop -----------------------------------------------------------------------
 
     def run(self, specs: list[dict]) -> None:
-        sock_path = os.path.join(self.dir, "supervisor.sock")
+        sock_path = names.supervisor_socket(self.dir)
         try:
             os.unlink(sock_path)
         except FileNotFoundError:
@@ -232,8 +231,8 @@ class Supervisor:
         for spec in specs:
             c = self.children[spec["name"]] = Child(spec)
             self.start(c)
-        with open(os.path.join(self.dir, "supervisor.pid"), "w") as f:
-            f.write(f"{os.getpid()}\n")
+        # supervisor.pid is written once, by whoever spawned this process (it knows the pid
+        # before a line of ours runs); the supervisor only removes it when it stops
         while not self.stopping:
             for key, _ in self.sel.select(timeout=0.1):
                 kind, name = key.data
@@ -270,7 +269,7 @@ class Supervisor:
         for c in reversed(list(self.children.values())):
             self.stop_child(c, timeout=2.0)
         srv.close()
-        for p in (sock_path, os.path.join(self.dir, "supervisor.pid")):
+        for p in (sock_path, names.supervisor_pid_path(self.dir)):
             try:
                 os.unlink(p)
             except FileNotFoundError:
@@ -279,7 +278,7 @@ class Supervisor:
 
 def request(lab: str, req: dict, timeout: float = 10.0) -> dict:
     """Send one request to a lab's supervisor (raises OSError if it is not running)."""
-    return jsonline.request(os.path.join(names.state_dir(lab), "supervisor.sock"), req, timeout)
+    return jsonline.request(names.supervisor_socket(names.state_dir(lab)), req, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     d = names.state_dir(lab)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    with open(os.path.join(d, "processes.json")) as f:
+    with open(names.processes_path(d)) as f:
         specs = json.load(f)
     Supervisor(lab).run(specs)
 

@@ -54,7 +54,7 @@ def measure(pods: int, mode: str) -> dict:
 
 def bookinfo(mode: str) -> dict:
     t0 = time.monotonic()
-    lablib.up("topologies/bookinfo.yaml", name="blbook", mode=mode)
+    lablib.up("bookinfo", name="blbook", mode=mode)
     t_up = time.monotonic() - t0
     t0 = time.monotonic()
     lablib.down("blbook")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from netlab import names
+
 NETLAB = [sys.executable, "-m", "netlab"]
 
 
@@ -20,7 +22,7 @@ def netlab(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
 
 def lab_netns(lab: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(f"nl-{lab}-"))
+        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(names.lab_prefix(lab)))
     except FileNotFoundError:
         return []
 

@@ -12,10 +12,12 @@ import subprocess
 import pytest
 from ztlab import run
 
+from netlab import names
 from netlab.linux import nsenter
+from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.ztunnel import certs
 from netlab.runtime.ztunnel.accesslog import AccessLog
-from netlab.runtime.ztunnel.podmanager import PodManager, WorkloadInfo
+from netlab.runtime.ztunnel.podmanager import PodManager
 from netlab.runtime.ztunnel.proxy import Proxy
 from netlab.runtime.ztunnel.registry import Registry
 from netlab.runtime.ztunnel.tls import Contexts
@@ -27,7 +29,7 @@ POD_IP = "10.244.3.5"
 
 @pytest.fixture
 def pod_ns() -> str:
-    name = f"nl-zt{os.getpid() % 100000}-p"
+    name = names.netns(f"zt{os.getpid() % 100000}", "p")
     run("ip", "netns", "add", name)
     try:
         run("ip", "link", "set", "lo", "up", ns=name)
