@@ -60,6 +60,7 @@ class Request(_Info):
 class ExportedPod(_Info):
     name: str
     namespace: str
+    ambient: bool  # enrolled, as the topology decides it (pod label, else namespace label)
 
 
 class ExportedNode(_Info):
@@ -101,7 +102,8 @@ def seed_request(topo: Topology) -> Request | None:
 def export_info(topo: Topology, rel: IstioRelease) -> ExportInfo:
     names = kind_node_names(topo)
     nodes = [ExportedNode(node=n, kind_name=k, pod_cidr=str(topo.node(n).pod_cidr),
-                          pods=[ExportedPod(name=p.name, namespace=p.namespace) for p in topo.pods if p.node == n])
+                          pods=[ExportedPod(name=p.name, namespace=p.namespace, ambient=topo.ambient(p))
+                                for p in topo.pods if p.node == n])
              for n, k in names.items()]
 
     return ExportInfo(topology=topo.name, cluster=cluster_name(topo), istio_minor=rel.minor, istio_patch=rel.patch,

@@ -94,6 +94,52 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    topology: str
+    client: str
+    url: str
+    requests: int
+    bulk_mib: int
+
+
+@dataclass(frozen=True)
+class DesignRun:
+    """One design run of netlab report's ``Report``; what a cluster cannot give is None / empty."""
+
+    design: str
+    lab: str
+    istio_version: str | None
+    encap: str | None
+    phases: list[Phase]
+    latency: Latency
+    objects: list[NetnsObjects]
+    notes: list[str]
+    bulk: None = None
+    ratios: None = None
+    path: None = None
+    trace: None = None
+    enrollment: None = None
+    pcaps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Report:
+    netlab_version: str
+    created: str
+    host: str
+    scenario: Scenario
+    designs: list[DesignRun]
+    seconds: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
 class AccessLogEntry:
     ztunnel: str
     time: str
@@ -272,23 +318,20 @@ def collect(raw: str) -> tuple[list[NetnsObjects], list[AccessLogEntry]]:
 
 
 def report(*, raw: str, cluster: str, topology: str, istio_version: str, design: str, client: str, url: str,
-           netlab_version: str, host: str, seconds: float) -> tuple[dict, list[AccessLogEntry]]:
-    """The report.json document for one observed cluster, and the access-log entries beside it."""
+           netlab_version: str, host: str, seconds: float) -> tuple[Report, list[AccessLogEntry]]:
+    """The report of one observed cluster, and the access-log entries that go beside it."""
     objs, logs = collect(raw)
     latency = parse_latency(url, _read(os.path.join(raw, "latency.txt")))
     notes = [f"a real cluster: kind cluster {cluster!r}, read by observe.sh (netlab export observe)",
              f"ztunnel access log: {len(logs)} connection-complete entries, in access-log.json",
              "not measured on a real cluster this way: pcaps, hop path, rule trace, enrollment diff, bulk throughput"]
-    run = {"design": design, "lab": cluster, "istio_version": istio_version,
-           "encap": "geneve" if design == "node-routing" else None, "phases": [{"name": "observe", "seconds": seconds}],
-           "latency": asdict(latency), "bulk": None, "ratios": None, "objects": [asdict(o) for o in objs],
-           "path": None, "trace": None, "enrollment": None, "pcaps": [], "notes": notes}
-    doc = {"schema_version": SCHEMA_VERSION, "netlab_version": netlab_version,
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": host,
-           "scenario": {"topology": topology, "client": client, "url": url, "requests": latency.requests,
-                        "bulk_mib": 0},
-           "designs": [run], "seconds": seconds}
-    return doc, logs
+    run = DesignRun(design=design, lab=cluster, istio_version=istio_version,
+                    encap="geneve" if design == "node-routing" else None,
+                    phases=[Phase("observe", seconds)], latency=latency, objects=objs, notes=notes)
+    return Report(netlab_version=netlab_version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  host=host, scenario=Scenario(topology=topology, client=client, url=url,
+                                               requests=latency.requests, bulk_mib=0),
+                  designs=[run], seconds=seconds), logs
 
 
 def _write_json(path: str, doc: object) -> None:
@@ -311,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     doc, logs = report(raw=a.raw, cluster=a.cluster, topology=a.topology, istio_version=a.istio_version,
                        design=a.design, client=a.client, url=a.url, netlab_version=a.netlab_version, host=a.host,
                        seconds=a.seconds)
-    _write_json(a.output, doc)
+    _write_json(a.output, asdict(doc))
     _write_json(os.path.join(os.path.dirname(os.path.abspath(a.output)), "access-log.json"),
                 [asdict(e) for e in logs])
-    print(f"{a.output}: {len(doc['designs'][0]['objects'])} network namespaces, "
-          f"{doc['scenario']['requests']} requests, {len(logs)} access-log entries", file=sys.stderr)
+    print(f"{a.output}: {len(doc.designs[0].objects)} network namespaces, {doc.scenario.requests} requests, "
+          f"{len(logs)} access-log entries", file=sys.stderr)
     return 0
 
 
