@@ -158,7 +158,12 @@ def links(ns: str) -> dict[int, str]:
 
 
 def route_decision(ns: str, dst: str, src: str, iif: str | None, mark: int, packet: str, member: str = "") -> RouteDecision:
-    argv = ["ip", "route", "get", dst, "from", src] + (["iif", iif] if iif else []) + (["mark", hex(mark)] if mark else [])
+    """The kernel's answer for this packet. A packet looped back through ``lo`` (after a REDIRECT
+    of a locally sent packet) keeps the route its sender's output lookup gave it (the input path
+    does no new lookup for it), so that lookup is what is asked for."""
+    lookup_iif = None if iif == "lo" else iif
+    argv = ["ip", "route", "get", dst, "from", src] + (["iif", lookup_iif] if lookup_iif else []) + \
+        (["mark", hex(mark)] if mark else [])
     got = _run(ns, argv, check=False).strip().splitlines()
     resolved = got[0].strip() if got else "(no route)"
     m = re.search(r"\btable (\S+)", resolved)
@@ -166,7 +171,7 @@ def route_decision(ns: str, dst: str, src: str, iif: str | None, mark: int, pack
     # the table's own entry that matched (``fibmatch``), as ``ip route show table T`` prints it
     entry = _run(ns, argv[:3] + ["fibmatch"] + argv[3:], check=False).strip().splitlines()
     route = re.sub(r"\s+table \S+", "", entry[0]).strip() if entry else resolved
-    prio = _rule_priority(ns, table, src=src, dst=dst, iif=iif, mark=mark)
+    prio = _rule_priority(ns, table, src=src, dst=dst, iif=lookup_iif, mark=mark)
     return RouteDecision(netns=ns, priority=prio, table=table, route=route, packet=packet, member=member, iif=iif,
                          mark=mark, resolved=resolved)
 

@@ -220,6 +220,11 @@ def test_trace_inpod(inpod) -> None:
     redirect = [s for s in steps if s["kind"] == "rule" and s["packet"] == "SYN" and s["verdict"] == "REDIRECT"]
     assert redirect and redirect[0]["member"] == "sleep" and redirect[0]["chain"] == "ISTIO_OUTPUT"
     assert "--to-ports 15001" in redirect[0]["rule"]
+    # redirected, the SYN loops back through sleep's lo to ztunnel's listener in the same netns
+    after = steps[steps.index(redirect[0]):]
+    looped = [s for s in after if s["kind"] == "route" and s["packet"] == "SYN" and s["iif"] == "lo"]
+    assert looped and looped[0]["member"] == "sleep" and looped[0]["table"] == "local"
+    assert looped[0]["route"].startswith("local 127.0.0.1 dev lo")
 
 
 @pytest.fixture(scope="module")
