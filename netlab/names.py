@@ -144,7 +144,7 @@ def cni_socket(state: str, node: str) -> str:
 
 
 def zds_socket(state: str, node: str) -> str:
-    """ztunnel's ZDS socket of ``node`` (in-pod: ztunnel listens, the CNI agent connects)."""
+    """ztunnel's ZDS socket of ``node`` (in-pod: the CNI agent listens, ztunnel connects, as in Istio)."""
     return os.path.join(sockets_dir(state), f"ztunnel-{node}.sock")
 
 

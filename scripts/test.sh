@@ -3,4 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check netlab tests scripts
-python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab/topology netlab/plan netlab/protocols netlab/apply/iptables.py netlab/apply/teardown.py tests "$@"
+doctests=(
+  netlab/topology
+  netlab/plan
+  netlab/protocols
+  netlab/export
+  netlab/observe/report
+  netlab/observe/decode.py
+  netlab/observe/accesslog.py
+  netlab/observe/trace.py
+  netlab/apply/iptables.py
+  netlab/apply/teardown.py
+)
+python3 -m pytest -q -p no:cacheprovider --doctest-modules "${doctests[@]}" tests "$@"

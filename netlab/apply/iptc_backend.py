@@ -105,6 +105,9 @@ def _rule(iptc, p: ParsedRule):
 def restore(ns: str, ipt: Iptables) -> None:
     """Load every table of ``ipt`` into ``ns``: flush, chains, rules, one commit per table."""
     with nsenter.netns(ns):
+        # Imported here, not at the top: python-iptables loads libiptc/libxtables through
+        # ctypes when imported and raises if they are missing or of another version. Only
+        # this optional backend needs them; every other command must work without.
         import iptc
 
         for tbl in ipt.tables:

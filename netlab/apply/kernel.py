@@ -14,8 +14,10 @@ from collections.abc import Callable
 from netlab.apply import hosts as hosts_mod
 from netlab.apply import iptables, netns
 from netlab.apply.ipset import apply_ipset
+from netlab.apply.iptc_backend import restore as iptc_restore
 from netlab.apply.netlink import NetnsLinks
 from netlab.apply.sysctl import apply_sysctls
+from netlab.apply.tuntap import create_tap
 from netlab.plan.objects import Plan
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,6 @@ def apply_plan(plan: Plan, *, progress: Progress = _noop, iptables_backend: str 
             s = socks[n.name]
             for link in sorted(n.links, key=lambda x: x.kind != "bridge"):
                 if link.kind == "tap":
-                    from netlab.apply.tuntap import create_tap
                     create_tap(n.name, link.name)
                     if link.mtu:
                         s.set_mtu(link.name, link.mtu)
@@ -74,7 +75,6 @@ def apply_plan(plan: Plan, *, progress: Progress = _noop, iptables_backend: str 
             apply_ipset(n.name, st)
         if n.iptables:
             if iptables_backend == "python-iptables":
-                from netlab.apply.iptc_backend import restore as iptc_restore
                 iptc_restore(n.name, n.iptables)
             else:
                 iptables.restore(n.name, n.iptables.render())

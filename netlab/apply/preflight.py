@@ -7,17 +7,24 @@ never in the root netns: a link is created, an ipset made, an iptables rule load
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from netlab import names
 from netlab.apply import netns as netns_mod
+from netlab.apply.ipset import open_ipset
 from netlab.linux.nsenter import netns_path
 
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
     "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
+    "nft": "nftables",  # netlab trace
+    "conntrack": "conntrack",  # the teaching labs' connection views
 }
 
 
@@ -28,6 +35,34 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+
+    @property
+    def instead(self) -> str:
+        """What netlab does when this is missing (empty: it cannot run without it)."""
+        return FALLBACKS.get(self.name, ("", ""))[0]
+
+    @property
+    def loses(self) -> str:
+        """What a learner loses when this is missing and netlab works around it."""
+        return FALLBACKS.get(self.name, ("", ""))[1]
+
+
+# check name -> (what netlab does instead, what the learner loses); required checks have none
+FALLBACKS: dict[str, tuple[str, str]] = {
+    "link geneve": (
+        "the userspace Geneve forwarder (--encap auto picks it): TAP devices named istioin/istioout and "
+        "pistioin/pistioout with the same addresses and MTU, and one process per node that carries every "
+        "frame in a real Geneve packet (UDP 6081, VNI 1000/1001, protocol 0x6558) over the node-ztunnel veth",
+        "`ip -d link show istioin` says tun, not geneve; a process sits on the tunnel path (its CPU shows in "
+        "latency); kernel geneve's own counters and offloads. The Geneve packets on the veth are the same.",
+    ),
+    "link vxlan": ("--encap vxlan is refused; auto never needs it", "nothing: vxlan is only an alternative encap"),
+    "tool tshark": ("captures are still written (tcpdump/AF_PACKET); decode them on another machine",
+                    "on-box Geneve and HTTP/2 decoding of captures (labs 2 and 3, docs/geneve.md)"),
+    "tool tcpdump": ("netlab's own captures need no tcpdump", "tcpdump one-liners in the docs"),
+    "tool conntrack": ("nothing: the kernel still tracks connections, only the tool is missing",
+                       "the conntrack views of labs 2, 3 and 6 (the VIP kept, the client's IP, connection marks)"),
+}
 
 
 def _rules(ns: str, text: str) -> tuple[bool, str]:
@@ -42,7 +77,6 @@ MIN_NETNS = 256  # bookinfo is 13; a 100-pod lab about 110
 
 def _nofile_check() -> Check:
     """Open-file limit: ``up`` raises the soft limit to the hard one, so the hard one counts."""
-    import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = soft if hard == resource.RLIM_INFINITY else hard
@@ -62,12 +96,9 @@ def run_checks() -> list[Check]:
     for tool, pkg in TOOLS.items():
         path = shutil.which(tool)
         checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
-                            required=tool not in ("tshark", "tcpdump")))
+                            required=tool not in ("tshark", "tcpdump", "nft", "conntrack")))
     if not root:
         return checks
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     probe = names.probe_netns()
     try:
         netns_mod.create(probe)
@@ -98,8 +129,6 @@ def run_checks() -> list[Check]:
             except NetlinkError as e:
                 checks.append(Check("policy routing", False, str(e), "CONFIG_IP_MULTIPLE_TABLES"))
         try:
-            from netlab.apply.ipset import open_ipset
-
             ips = open_ipset(probe)
             ips.create("probe", stype="hash:ip", comment=True)
             ips.close()

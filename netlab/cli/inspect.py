@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from netlab.cli.common import JsonOpt, LabArg, boundary, emit_json, err, out
-from netlab.errors import LabError
+from netlab.cli.common import JsonOpt, LabArg, LabName, TargetArg, boundary, emit_json, err, out
+from netlab.errors import LabError, ProcessError
 
 app = typer.Typer()
 
@@ -58,18 +58,19 @@ def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
 @app.command(name="exec", context_settings={"allow_interspersed_args": False})
 @boundary
 def exec_(
-    lab: Annotated[str, typer.Argument(help="Lab name.")],
-    target: Annotated[str, typer.Argument(help="Node, pod, or ztunnel-<node>.")],
-    cmd: Annotated[list[str], typer.Argument(help="Command to run inside the target's netns (after --).")],
+    lab: LabName,
+    target: TargetArg,
+    cmd: Annotated[list[str], typer.Argument(
+        metavar="CMD", help="Command to run inside the target's netns (after --).")],
 ) -> None:
     """Run a command inside a node's or pod's netns, with the lab's /etc/hosts."""
     from netlab.lab import lifecycle as lablib
 
-    ns = lablib.target_netns(lab, target)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise LabError("no command given (netlab exec LAB TARGET -- CMD...)")
+        raise typer.BadParameter("no command given (netlab exec LAB TARGET -- CMD...)", param_hint="CMD")
+    ns = lablib.target_netns(lab, target)
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
 
@@ -77,9 +78,10 @@ def exec_(
 @app.command()
 @boundary
 def show(
-    lab: Annotated[str, typer.Argument(help="Lab name.")],
-    target: Annotated[str, typer.Argument(help="Node, pod, or ztunnel-<node>.")],
-    what: Annotated[str, typer.Argument(help="rules | routes | ipset | iptables | links | all")] = "all",
+    lab: LabName,
+    target: TargetArg,
+    what: Annotated[str, typer.Argument(
+        metavar="SECTION", help="rules | routes | ipset | iptables | links | all (the default).", show_default=False)] = "all",
     json_: JsonOpt = False,
 ) -> None:
     """Print a target's kernel state: ip rule, routes of every table, ipsets, iptables-save, links."""
@@ -88,7 +90,8 @@ def show(
     from netlab.observe.show import show as show_
 
     if what != "all" and what not in ORDER:
-        raise LabError(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)")
+        raise typer.BadParameter(f"unknown section {what!r} (choose from {', '.join(ORDER)}, all)",
+                                 param_hint="SECTION")
     from netlab.observe.show import iptables_save_tool
 
     ns = lablib.target_netns(lab, target)
@@ -105,9 +108,10 @@ def show(
 @app.command()
 @boundary
 def logs(
-    lab: Annotated[str, typer.Argument(help="Lab name.")],
-    target: Annotated[str, typer.Argument(help="Pod, ztunnel-<node>, node (its agents), or 'supervisor'.")],
-    tail: Annotated[int, typer.Option("--tail", "-n", help="Last N lines of each log (0: all).")] = 0,
+    lab: LabName,
+    target: Annotated[str, typer.Argument(
+        metavar="TARGET", help="Pod, ztunnel-<node>, node (its agents), or 'supervisor'.")],
+    tail: Annotated[int, typer.Option("--tail", "-n", metavar="N", help="Last N lines of each log (0: all).")] = 0,
 ) -> None:
     """Print a lab process's log (for ztunnel: its access log, then its other logs)."""
     from netlab.observe.logs import log_files
@@ -126,8 +130,9 @@ def logs(
 @app.command()
 @boundary
 def restart(
-    lab: Annotated[str, typer.Argument(help="Lab name.")],
-    target: Annotated[str, typer.Argument(help="Pod name, ztunnel-<node>, geneve-<node> or cni-<node>.")],
+    lab: LabName,
+    target: Annotated[str, typer.Argument(
+        metavar="TARGET", help="Pod name, ztunnel-<node>, geneve-<node> or cni-<node>.")],
 ) -> None:
     """Restart one lab process (kill and start again under the supervisor)."""
     from netlab.observe.logs import process_name
@@ -137,9 +142,10 @@ def restart(
     try:
         r = supervisor.request(lab, {"op": "restart", "name": name})
     except OSError as e:
-        raise LabError(f"lab {lab}: supervisor not reachable ({e.strerror or e})",
-                       hint=f"`netlab up` of the same topology restarts the supervisor in place; "
-                            f"`netlab down {lab}` removes the lab") from None
+        # not `netlab gc`: it would tear the whole lab down
+        raise ProcessError(f"lab {lab}: supervisor not reachable ({e.strerror or e})",
+                           hint=f"`netlab up` of the same topology restarts the supervisor in place; "
+                                f"`netlab down {lab}` removes the lab") from None
     if not r.get("ok"):
         raise LabError(r.get("error", "restart failed"))
     err.print(f"{name} restarted (pid {r['pid']})", markup=False)
@@ -160,15 +166,15 @@ def _enroll(lab: str, pod: str, on: bool) -> None:
 
 @app.command()
 @boundary
-def enroll(lab: Annotated[str, typer.Argument(help="Lab name.")],
-           pod: Annotated[str, typer.Argument(help="Pod to put in the mesh.")]) -> None:
+def enroll(lab: LabName,
+           pod: Annotated[str, typer.Argument(metavar="POD", help="Pod to put in the mesh.")]) -> None:
     """Put a pod in the ambient mesh at run time (istio.io/dataplane-mode=ambient)."""
     _enroll(lab, pod, True)
 
 
 @app.command()
 @boundary
-def unenroll(lab: Annotated[str, typer.Argument(help="Lab name.")],
-             pod: Annotated[str, typer.Argument(help="Pod to take out of the mesh.")]) -> None:
+def unenroll(lab: LabName,
+             pod: Annotated[str, typer.Argument(metavar="POD", help="Pod to take out of the mesh.")]) -> None:
     """Take a pod out of the ambient mesh at run time."""
     _enroll(lab, pod, False)

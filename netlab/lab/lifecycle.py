@@ -31,6 +31,7 @@ from netlab.lab.mesh import mesh_readiness
 from netlab.lab.state import LabRecord, UnreadableRecord, load_record, supervisor_pid, write_supervisor_pid
 from netlab.linux import reaper
 from netlab.plan import build_plan
+from netlab.plan.build import check_options
 from netlab.plan.objects import Plan
 from netlab.runtime import supervisor
 from netlab.runtime.spec import ProcessSpec
@@ -111,6 +112,7 @@ def check_iptables_backend(backend: str) -> None:
 
 def make_plan(topology: str, *, name: str | None, mode: str, istio_version: str | None, encap: str,
               probe: bool = True) -> Plan:
+    check_options(lab=name, mode=mode, istio_version=istio_version, encap=encap)  # before any probe
     topo = load_topology(topology)
     lab = name or topo.name
     if encap == "auto":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+from netlab.apply.iptables import backend_variant, tool
 from netlab.errors import ApplyError
 from netlab.linux.nsenter import netns_path
 
@@ -55,8 +56,6 @@ def show(ns: str, what: str = "all", *, iptables_save: str = "iptables-save") ->
 
 def iptables_save_tool(backend: str) -> str:
     """The dump tool for a lab's rules: ``iptables-legacy-save`` when they went in through libiptc."""
-    from netlab.apply.iptables import backend_variant, tool
-
     v = backend_variant(backend)
     return tool("iptables-save", v) if v else "iptables-save"
 

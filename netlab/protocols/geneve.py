@@ -146,8 +146,14 @@ class Decapsulator:
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy re-export of scapy's declarative ``GENEVE`` layer (keeps scapy off the hot path)."""
+    """Lazy re-export of scapy's declarative ``GENEVE`` layer.
+
+    Imported on first use, not at the top: importing scapy takes about a second and loads its
+    whole layer registry, and the Geneve forwarder (which imports this module for the header
+    codec) must start fast and never needs scapy.
+    """
     if name == "GENEVE":
+        # scapy is imported on first use only (see the docstring)
         from scapy.contrib.geneve import GENEVE
 
         return GENEVE

@@ -101,9 +101,18 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkloadInfo:
-    """``istio.workload.zds.WorkloadInfo`` (``trust_domain``: Istio 1.22 only)."""
+    """``istio.workload.zds.WorkloadInfo``: what the CNI agent tells ztunnel about a pod.
+
+    The one definition, used by both ends (the agent's :mod:`~netlab.runtime.cniagent.zds_server`
+    and ztunnel's pod manager). ``trust_domain`` (field 4) exists in Istio 1.22 only: 1.21 has no
+    field 4 and 1.23+ reserves it. Its default is therefore ``""``, the proto3 value of an unset
+    string, which is what ztunnel decodes when the agent does not send it; ztunnel then falls
+    back to its own configured trust domain. Defaulting to ``"cluster.local"`` here would
+    invent a value that never crossed the wire and would be wrong for a mesh whose trust domain
+    is not ``cluster.local``.
+    """
 
     name: str
     namespace: str

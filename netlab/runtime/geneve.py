@@ -78,6 +78,7 @@ from netlab.protocols.offload import (
     split_gso,
     vnet_header_for,
 )
+from netlab.runtime.ready import notify_ready
 
 log = logging.getLogger(__name__)
 
@@ -514,8 +515,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     fwd.start()
     print(READY_LINE, flush=True)
-    from netlab.runtime.ready import notify_ready
-
     notify_ready()
     try:
         while True:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from netlab import names
 from netlab.linux import jsonline, proc
+from netlab.runtime import workloads
 from netlab.runtime.spec import ProcessSpec
 
 log = logging.getLogger("netlab.supervisor")
@@ -77,8 +78,6 @@ class Supervisor:
         target = None
         if spec.workload is not None:
             wl = spec.workload
-            from netlab.runtime import workloads
-
             def target(wl=wl, w=w) -> None:
                 workloads.main(wl.app, wl.pod, wl.port, wl.version, ready_fd=w)
         keep = (w,) if w is not None else ()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.root
 
 
 def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
-    with lab_up("topologies/bookinfo.yaml", "lc1", "--mode", "none") as lab:
+    with lab_up("bookinfo", "lc1", "--mode", "none") as lab:
         r = in_lab(lab, "sleep", "curl", "-s", "--max-time", "10", "http://productpage:9080/")
         assert r.stdout.splitlines()[0] == "<!DOCTYPE html>"
         # productpage -> reviews (v2/v3) -> ratings really happened, across both nodes
@@ -28,9 +28,9 @@ def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
         assert st["data"][0]["mode"] == "none" and st["data"][0]["ready"] == 8
         pids = lab_processes(lab)
         assert len(pids) >= 8
-        again = netlab("up", "topologies/bookinfo.yaml", "--name", lab, "--mode", "none")
+        again = netlab("up", "bookinfo", "--name", lab, "--mode", "none")
         assert "already up" in again.stderr
-        clash = netlab("up", "topologies/minimal.yaml", "--name", lab, "--mode", "none", check=False)
+        clash = netlab("up", "minimal", "--name", lab, "--mode", "none", check=False)
         assert clash.returncode != 0 and "different topology" in clash.stderr
     assert lab_netns("lc1") == []
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
@@ -41,7 +41,7 @@ def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
 
 
 def test_kill9_supervisor_then_gc_cleans_up() -> None:
-    netlab("up", "topologies/minimal.yaml", "--name", "lc2", "--mode", "none")
+    netlab("up", "minimal", "--name", "lc2", "--mode", "none")
     try:
         sup = int(open("/run/netlab/lc2/supervisor.pid").read())
         children = lab_processes("lc2")
@@ -59,7 +59,7 @@ def test_kill9_supervisor_then_gc_cleans_up() -> None:
 
 
 def test_ctrl_c_during_up_rolls_back() -> None:
-    p = subprocess.Popen([*NETLAB, "up", "topologies/scale.yaml", "--name", "lc3", "--mode", "none"],
+    p = subprocess.Popen([*NETLAB, "up", "scale", "--name", "lc3", "--mode", "none"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait until it is really half way (some netns exist), then interrupt it
     deadline = time.time() + 30
@@ -77,8 +77,8 @@ def test_ctrl_c_during_up_rolls_back() -> None:
 
 
 def test_two_labs_side_by_side() -> None:
-    with lab_up("topologies/minimal.yaml", "lca", "--mode", "none"), \
-            lab_up("topologies/minimal.yaml", "lcb", "--mode", "none"):
+    with lab_up("minimal", "lca", "--mode", "none"), \
+            lab_up("minimal", "lcb", "--mode", "none"):
         for lab in ("lca", "lcb"):
             r = in_lab(lab, "client", "curl", "-s", "--max-time", "5", "http://server/")
             assert json.loads(r.stdout)["pod"] == "server"
@@ -89,7 +89,7 @@ def test_two_labs_side_by_side() -> None:
 
 @pytest.mark.parametrize("args,msg", [
     (["up", "does-not-exist.yaml"], "no such topology file"),
-    (["up", "topologies/minimal.yaml", "--mode", "sidecar"], "unknown mode"),
+    (["up", "minimal", "--mode", "sidecar"], "unknown mode"),
     (["down", "no-such-lab"], "no lab named"),
     (["exec", "no-such-lab", "x", "--", "true"], "no lab named"),
 ], ids=["missing-file", "bad-mode", "down-unknown", "exec-unknown"])
@@ -105,7 +105,7 @@ def test_bad_input_one_line_nonzero_nothing_changed(args, msg) -> None:
 
 
 def test_unknown_target_in_running_lab() -> None:
-    with lab_up("topologies/minimal.yaml", "lc4", "--mode", "none") as lab:
+    with lab_up("minimal", "lc4", "--mode", "none") as lab:
         p = netlab("exec", lab, "nope", "--", "true", check=False)
         assert p.returncode != 0 and "no node or pod named 'nope'" in p.stderr
         s = netlab("show", lab, "node1", "routes")

@@ -37,13 +37,19 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from netlab import names
+from netlab.apply import iptables
+from netlab.apply.ipset import add_entry, apply_ipset, del_entry, open_ipset
+from netlab.apply.netlink import NetnsLinks
 from netlab.linux import jsonline, nsenter
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
+from netlab.protocols.zds import WorkloadInfo
+from netlab.runtime.cniagent.zds_server import SnapshotItem, ZdsServer
 
 log = logging.getLogger("cni-agent")
 PLUGIN_TIMEOUT_S = 10.0
@@ -130,7 +136,7 @@ class Agent:
         self.lock = threading.RLock()  # netns cache, ipset socket, enrolled set
         self._pod_locks: dict[str, threading.Lock] = {}  # one enroll/unenroll at a time per pod
         self.stopping = threading.Event()
-        self.zds: Any = None
+        self.zds: ZdsServer | None = None
         self._plugin: socket.socket | None = None
         self._ipset: Any = None
 
@@ -138,7 +144,6 @@ class Agent:
 
     def _ipset_handle(self) -> Any:
         if self._ipset is None:
-            from netlab.apply.ipset import open_ipset
             self._ipset = open_ipset(self.node_ns)
         return self._ipset
 
@@ -154,9 +159,6 @@ class Agent:
         return ips
 
     def host_rules(self, startup_ips: set[str]) -> None:
-        from netlab.apply import iptables
-        from netlab.apply.ipset import apply_ipset, del_entry
-
         name = inpod.probe_ipset(self.version)
         apply_ipset(self.node_ns, IpsetSet(self.node_ns, name))
         for ip in sorted(self._set_members(name) - startup_ips):
@@ -173,8 +175,6 @@ class Agent:
         log.info("created host rules: nat %s SNAT to %s for ipset %s", inpod.POSTRT, inpod.PROBE_SNAT_IP, name)
 
     def delete_host_rules(self) -> None:
-        from netlab.apply import iptables
-
         try:
             saved = iptables.save(self.node_ns)
             text = inpod.teardown_text_for(saved, (inpod.POSTRT,))
@@ -194,9 +194,6 @@ class Agent:
 
     def pod_rules(self, p: PodEntry) -> str:
         """Make the in-pod rules, reusing exact ones; returns what was done."""
-        from netlab.apply import iptables
-        from netlab.apply.netlink import NetnsLinks
-
         routes, rules, text = inpod.pod_objects(p.netns, self.version, dns=self.dns)
         with NetnsLinks(p.netns) as nl:
             for r in routes:
@@ -214,9 +211,6 @@ class Agent:
 
     def delete_pod_rules(self, p: PodEntry) -> None:
         """``DeleteInpodRules``: jumps, chains, then ip rule 32764 and the table-100 route."""
-        from netlab.apply import iptables
-        from netlab.apply.netlink import NetnsLinks
-
         text = inpod.teardown_text_for(iptables.save(p.netns))
         if text:
             iptables.restore(p.netns, text, noflush=True)
@@ -225,9 +219,7 @@ class Agent:
             for r in inpod.pod_routes(p.netns):
                 nl.del_route(r)
 
-    def info(self, p: PodEntry) -> Any:
-        from netlab.protocols.zds import WorkloadInfo
-
+    def info(self, p: PodEntry) -> WorkloadInfo | None:
         if not inpod.sends_workload_info(self.version):
             return None
         td = self.cfg.get("trust_domain", "cluster.local") if inpod.sends_trust_domain(self.version) else ""
@@ -241,8 +233,6 @@ class Agent:
 
     def enroll(self, p: PodEntry, *, notify: bool = True) -> dict:
         """``AddPodToMesh``: netns cache, probe ipset, in-pod rules, then ZDS ``AddWorkload``."""
-        from netlab.apply.ipset import add_entry
-
         t0 = time.monotonic()
         ref = f"'{p.name}/{p.namespace}' ({p.uid})"
         with self._pod_lock(p.name):
@@ -271,8 +261,6 @@ class Agent:
 
     def unenroll(self, p: PodEntry) -> dict:
         """``RemovePodFromMesh``: in-pod rules off, out of the probe ipset, ZDS ``DelWorkload`` to all."""
-        from netlab.apply.ipset import del_entry
-
         t0 = time.monotonic()
         ref = f"'{p.name}/{p.namespace}' ({p.uid})"
         with self._pod_lock(p.name):
@@ -292,9 +280,7 @@ class Agent:
         return {"ok": True, "pod": p.name, "uid": p.uid, "enrolled": False,
                 "zds": "; ".join(errors) if errors else "acked", "seconds": round(time.monotonic() - t0, 4)}
 
-    def snapshot(self) -> list:
-        from netlab.runtime.cniagent.zds_server import SnapshotItem
-
+    def snapshot(self) -> list[SnapshotItem]:
         with self.lock:
             return [SnapshotItem(p.uid, self.fds.get(p.uid), self.info(p))
                     for p in sorted((self.pods[n] for n in self.enrolled), key=lambda p: p.name)]
@@ -353,10 +339,6 @@ class Agent:
     # ---- lifecycle
 
     def start(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from netlab.runtime.cniagent.zds_server import ZdsServer
-
         startup = self._initial_enrolled()
         self.host_rules({self.pods[n].ip for n in startup})
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="enroll") as ex:

@@ -10,17 +10,21 @@ Modules, sans-IO cores first:
 * ``config``    - the process configuration (JSON written by the lab).
 * ``certs``     - lab PKI (CA + SPIFFE X.509-SVIDs) with ``cryptography``.
 * ``registry``  - workloads, services, policies loaded from the lab's JSON file.
-* ``accesslog`` - the access-log lines (section C of the reference): opened, failed, complete.
+* ``accesslog`` - the access-log lines in ztunnel's format: opened, failed, complete.
 * ``hbone``     - HBONE CONNECT client/server on top of ``h2`` (sans-IO): bytes in, events out.
 * ``tls``       - SSLContexts per identity (in-memory SVIDs renewed at half-life) and the
   SPIFFE SAN check after the handshake.
 * ``sockets``   - socket factories: node-routing (transparent, spoofed source) and in-pod
   (sockets created inside the pod netns, SO_MARK 0x539).
 * ``relay``     - push-driven byte relays between two ends (TCP, HBONE stream), splice(2).
-* ``proxy``     - the asyncio drivers: one task per connection, HTTP/2 protocols, the pool.
+* ``h2conn``    - HTTP/2 connections carrying HBONE: stream ends, the driver, the pool.
+* ``metrics``   - the Prometheus counters served on 15020.
+* ``proxy``     - the three proxies (15001, 15006, 15008): one task per connection.
+* ``listeners`` - a listener set: the three listening sockets of one scope (node or pod).
 * ``watch``     - inotify watch on the registry file, so a change is reloaded at once.
+* ``podmanager``- in-pod mode: per-pod listener sets, driven by the ZDS client.
+* ``zds_client``- ztunnel's side of ZDS: receives pods (netns fds) from the CNI agent.
 * ``server``    - the process: listeners, metrics (15020), readiness (15021), reload.
-* ``podmanager``- in-pod mode: per-pod listener sets driven by the ZDS client.
 
 It never touches the root network namespace itself: it only opens sockets, in the netns it
 was started in or, in in-pod mode, in the pod netns handed to it.

@@ -44,6 +44,8 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     hence lower latency), else on asyncio's own loop. ``NETLAB_ZT_LOOP=asyncio`` forces the latter."""
     if os.environ.get("NETLAB_ZT_LOOP", "") != "asyncio":
         try:
+            # Imported here: uvloop is optional (a compiled extension that may be absent on
+            # the host); without it ztunnel runs on asyncio's own loop.
             import uvloop
         except ImportError:
             log.debug("uvloop not installed: running on asyncio's event loop")

@@ -21,22 +21,13 @@ import logging
 import os
 from dataclasses import dataclass
 
+from netlab.protocols.zds import WorkloadInfo
+from netlab.runtime.ztunnel.listeners import ListenerSet
 from netlab.runtime.ztunnel.proxy import Proxy, Scope
 from netlab.runtime.ztunnel.registry import Workload
-from netlab.runtime.ztunnel.server import ListenerSet
 from netlab.runtime.ztunnel.sockets import InpodSocketFactory
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadInfo:
-    """What ZDS says about a pod (``istio.workload.WorkloadInfo``)."""
-
-    name: str
-    namespace: str
-    service_account: str
-    trust_domain: str = "cluster.local"
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Byte relays between two connection ends, with half-close and reset propagation.
 
 An *end* is a plain TCP connection (:class:`TcpEnd`) or one HBONE CONNECT stream
-(``proxy.H2StreamEnd``). Relays are **push-driven**: an end hands what it receives to its peer
+(``h2conn.H2StreamEnd``). Relays are **push-driven**: an end hands what it receives to its peer
 end right in the event loop's read callback (``data_received`` of the TCP or TLS protocol), so a
 small message crosses the proxy with no task switch and no extra event-loop iteration. EOF on one
 side becomes ``shutdown(SHUT_WR)`` (or END_STREAM) on the other while the other direction keeps
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import socket
@@ -330,8 +331,6 @@ async def _splice_pump(src: socket.socket, dst: socket.socket, count: Counter) -
     r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         with contextlib.suppress(OSError):
-            import fcntl
-
             fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
         sfd, dfd = src.fileno(), dst.fileno()
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK

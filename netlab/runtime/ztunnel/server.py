@@ -1,103 +1,36 @@
-"""The ztunnel process: listener sets, metrics (15020), readiness (15021), registry reload,
-certificate rotation.
+"""The ztunnel process: its listener sets, metrics (15020), readiness (15021), registry
+reload, certificate rotation, and in in-pod mode the ZDS client feeding the pod manager.
 
-A :class:`ListenerSet` is ztunnel's three proxies (15001, 15006, 15008) for one
-:class:`~netlab.runtime.ztunnel.proxy.Scope`: one set for the node in node-routing, one per
-pod in in-pod mode. It owns its listening sockets and every connection task it spawned, so
-closing it leaves nothing behind (in-pod: no fd of the pod's netns stays open).
+In node-routing one :class:`~netlab.runtime.ztunnel.listeners.ListenerSet` serves the node;
+in in-pod mode the :class:`~netlab.runtime.ztunnel.podmanager.PodManager` opens one per pod
+as ZDS hands pods over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import h2
 
+from netlab.runtime.ready import notify_ready
 from netlab.runtime.tasks import create_task
-from netlab.runtime.ztunnel import certs, h2lean
+from netlab.runtime.ztunnel import certs, h2lean, zds_client
 from netlab.runtime.ztunnel.accesslog import AccessLog
 from netlab.runtime.ztunnel.config import Config
-from netlab.runtime.ztunnel.proxy import (
-    HBONE_PORT,
-    INBOUND_PLAIN_PORT,
-    OUTBOUND_PORT,
-    Metrics,
-    Proxy,
-    Scope,
-)
+from netlab.runtime.ztunnel.listeners import ListenerSet
+from netlab.runtime.ztunnel.metrics import Metrics
+from netlab.runtime.ztunnel.podmanager import PodManager
+from netlab.runtime.ztunnel.proxy import Proxy, Scope
 from netlab.runtime.ztunnel.registry import Registry
 from netlab.runtime.ztunnel.sockets import NodeSocketFactory
 from netlab.runtime.ztunnel.tls import Contexts
+from netlab.runtime.ztunnel.watch import FileWatch
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[socket.socket, Scope], Awaitable[None]]
-
-
-class ListenerSet:
-    """15001/15006/15008 for one scope; ``open()`` is all-or-nothing."""
-
-    def __init__(self, proxy: Proxy, scope: Scope, name: str) -> None:
-        self.proxy = proxy
-        self.scope = scope
-        self.name = name
-        self.sockets: list[socket.socket] = []
-        self._accept_tasks: list[asyncio.Task[None]] = []
-        self._conn_tasks: set[asyncio.Task[None]] = set()
-
-    def open(self) -> None:
-        try:
-            for port in (OUTBOUND_PORT, INBOUND_PLAIN_PORT, HBONE_PORT):
-                self.sockets.append(self.scope.factory.listener(port))
-        except BaseException:
-            for s in self.sockets:
-                s.close()
-            self.sockets.clear()
-            raise
-
-    def start(self) -> None:
-        p = self.proxy
-        handlers: tuple[Handler, ...] = (p.outbound, p.inbound_plain, p.inbound_hbone)
-        for sock, handler in zip(self.sockets, handlers, strict=True):
-            port = sock.getsockname()[1]
-            self._accept_tasks.append(create_task(self._accept(sock, handler), name=f"accept {self.name}:{port}"))
-
-    async def _accept(self, lsock: socket.socket, handler: Handler) -> None:
-        loop = asyncio.get_running_loop()
-        port = lsock.getsockname()[1]
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(lsock)
-            except OSError as e:
-                log.error("accept on %s:%d failed: %s", self.name, port, e)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = create_task(handler(conn, self.scope), name=f"conn {self.name}:{port}")
-            self._conn_tasks.add(t)
-            t.add_done_callback(self._conn_tasks.discard)
-
-    async def close(self) -> None:
-        for t in self._accept_tasks:
-            t.cancel()
-        for s in self.sockets:
-            s.close()
-        self.sockets.clear()
-        tasks = list(self._conn_tasks)
-        for t in tasks:
-            t.cancel()
-        if self._accept_tasks or tasks:
-            await asyncio.wait(self._accept_tasks + tasks, timeout=5)
-        self._accept_tasks.clear()
-
 
 async def _http_responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                           route: Callable[[str], tuple[int, str]]) -> None:
@@ -130,7 +63,7 @@ class Ztunnel:
         self.proxy = Proxy(node=config.node, mode=config.mode, registry=self.registry, contexts=self.contexts,
                            access_log=access_log, metrics=self.metrics)
         self.node_set: ListenerSet | None = None
-        self.pod_manager = None
+        self.pod_manager: PodManager | None = None
         self.ready = False
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -170,8 +103,6 @@ class Ztunnel:
             self.node_set.open()
             self.node_set.start()
         else:
-            from netlab.runtime.ztunnel.podmanager import PodManager
-
             self.pod_manager = PodManager(self.proxy)
             if cfg.zds_socket:
                 self._tasks.append(create_task(self._run_zds(cfg.zds_socket), name="zds client"))
@@ -181,16 +112,9 @@ class Ztunnel:
         self.ready = True
         log.info("ztunnel %s ready (mode %s, pid %d, HTTP/2: h2 %s, lean DATA path %s)", cfg.node, cfg.mode,
                  os.getpid(), h2.__version__, "on" if h2lean.lean_path_ok() else "off")
-        from netlab.runtime.ready import notify_ready
-
         notify_ready()
 
     async def _run_zds(self, path: str) -> None:
-        try:
-            from netlab.runtime.ztunnel import zds_client  # type: ignore[attr-defined]  # someone else's module
-        except ImportError as e:
-            log.error("in-pod mode: ZDS client unavailable (%s); pods can only be added through the API", e)
-            return
         try:
             await zds_client.run(path, self.pod_manager)
         except asyncio.CancelledError:
@@ -208,8 +132,6 @@ class Ztunnel:
     async def _watch_registry(self) -> None:
         """Reload as soon as the registry file is replaced, as istiod pushes a change (the 1 s
         poll in housekeeping alone made every enroll wait up to a second for ztunnel to see it)."""
-        from netlab.runtime.ztunnel.watch import FileWatch
-
         try:
             w = FileWatch(self.config.registry)
         except OSError as e:

@@ -29,7 +29,7 @@ from typing import Any
 from netlab.errors import ProtocolError
 from netlab.linux import seqpacket
 from netlab.protocols import zds
-from netlab.runtime.ztunnel.podmanager import WorkloadInfo
+from netlab.protocols.zds import WorkloadInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ BACKOFF_MAX_S = 15.0
 RETRY_PENDING_S = 5.0
 
 
-def to_info(info: zds.WorkloadInfo | None) -> WorkloadInfo:
-    """ZDS ``WorkloadInfo`` -> the pod manager's; missing (Istio 1.21) -> empty names."""
-    if info is None:
-        return WorkloadInfo("", "", "")
-    if info.trust_domain:
-        return WorkloadInfo(info.name, info.namespace, info.service_account, info.trust_domain)
-    return WorkloadInfo(info.name, info.namespace, info.service_account)
+def to_info(info: WorkloadInfo | None) -> WorkloadInfo:
+    """The pod's ``WorkloadInfo`` as received; none sent (Istio 1.21) -> empty names.
+
+    An empty ``trust_domain`` (not sent: 1.21, 1.23+) stays empty: ztunnel then uses its own
+    configured trust domain (the registry's) for the pod's identity, as Istio's ztunnel does.
+    """
+    return info if info is not None else WorkloadInfo("", "", "")
 
 
 async def _maybe_await(x: Any) -> Any:

@@ -14,9 +14,10 @@ from ztlab import run
 
 from netlab import names
 from netlab.linux import nsenter
+from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.ztunnel import certs
 from netlab.runtime.ztunnel.accesslog import AccessLog
-from netlab.runtime.ztunnel.podmanager import PodManager, WorkloadInfo
+from netlab.runtime.ztunnel.podmanager import PodManager
 from netlab.runtime.ztunnel.proxy import Proxy
 from netlab.runtime.ztunnel.registry import Registry
 from netlab.runtime.ztunnel.tls import Contexts

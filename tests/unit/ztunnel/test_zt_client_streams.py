@@ -10,8 +10,8 @@ import pytest
 
 from netlab.runtime.tasks import create_task
 from netlab.runtime.ztunnel import hbone, proxy
+from netlab.runtime.ztunnel.h2conn import H2ClientConn, Pool
 from netlab.runtime.ztunnel.hbone import ConnectRequest, HboneServer, StreamReset
-from netlab.runtime.ztunnel.proxy import H2ClientConn, Pool
 
 
 class _Transport:
@@ -113,7 +113,8 @@ def _inbound_setup(tmp_path):  # type: ignore[no-untyped-def]
     import io
 
     from netlab.runtime.ztunnel.accesslog import AccessLog
-    from netlab.runtime.ztunnel.proxy import H2ServerConn, Proxy, Scope
+    from netlab.runtime.ztunnel.h2conn import H2ServerConn
+    from netlab.runtime.ztunnel.proxy import Proxy, Scope
     from netlab.runtime.ztunnel.registry import Registry
     from netlab.runtime.ztunnel.tls import Contexts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from netlab.runtime.ztunnel.proxy import Metrics
+from netlab.runtime.ztunnel.metrics import Metrics
 
 
 def test_render_reporters_and_unlabelled_counters() -> None:
