@@ -86,12 +86,48 @@ def topology_doc(draw) -> dict:
     return doc
 
 
+GOOD_NAMES = st.from_regex(r"[a-z][a-z0-9]{0,5}(-[a-z0-9]{1,3})?", fullmatch=True)
+
+
+@st.composite
+def plausible_doc(draw) -> dict:
+    """A topology a user would write: valid names, pods on existing nodes; then, sometimes, one
+    field changed to something odd (the errors users actually make)."""
+    nodes = draw(st.lists(GOOD_NAMES, min_size=1, max_size=3, unique=True))
+    pods = draw(st.lists(st.tuples(GOOD_NAMES, st.sampled_from(nodes), st.sampled_from(["sleep", "echo"]),
+                                   st.integers(1, 3)), max_size=5, unique_by=lambda t: t[0]))
+    doc: dict = {"name": draw(GOOD_NAMES), "nodes": [{"name": n} for n in nodes],
+                 "namespaces": [{"name": "default", "labels": {"istio.io/dataplane-mode": "ambient"}}],
+                 "pods": [{"name": n, "node": node, "app": app, **({"replicas": r} if r > 1 else {})}
+                          for n, node, app, r in pods]}
+    if pods and draw(st.booleans()):
+        doc["services"] = [{"name": "svc", "selector": {"app": pods[0][0]}, "ports": [9080]}]
+    if draw(st.integers(0, 2)) == 0:
+        odd = draw(st.sampled_from(["underlay_ip", "ip", "node", "replicas", "name", "extra"]))
+        if odd == "underlay_ip":
+            doc["nodes"][0]["underlay_ip"] = draw(IPS)
+        elif odd == "ip" and doc["pods"]:
+            doc["pods"][0]["ip"] = draw(IPS)
+        elif odd == "node" and doc["pods"]:
+            doc["pods"][0]["node"] = draw(NAMES)
+        elif odd == "replicas" and doc["pods"]:
+            doc["pods"][0]["replicas"] = draw(st.integers(-2, 400))
+        elif odd == "name":
+            doc["nodes"].append({"name": draw(NAMES)})
+        else:
+            doc[draw(st.text(max_size=6))] = draw(SCALARS)
+    return doc
+
+
 def topology_text() -> st.SearchStrategy[str]:
-    """Mostly structured documents dumped as YAML; sometimes raw text or a cut-off document."""
-    structured = topology_doc().map(lambda d: yaml.safe_dump(d, sort_keys=False))
-    cut = st.tuples(structured, st.integers(0, 400)).map(lambda t: t[0][: t[1]])
+    """Plausible files (mostly valid), structured random documents dumped as YAML, raw text or
+    a cut-off document."""
+    dump = lambda d: yaml.safe_dump(d, sort_keys=False)  # noqa: E731
+    plausible = plausible_doc().map(dump)
+    structured = topology_doc().map(dump)
+    cut = st.tuples(st.one_of(plausible, structured), st.integers(0, 400)).map(lambda t: t[0][: t[1]])
     raw = st.text(max_size=200)
-    return st.one_of(structured, structured, structured, cut, raw)
+    return st.one_of(plausible, plausible, structured, structured, cut, raw)
 
 
 MODES = st.sampled_from(["none", "node-routing", "inpod", "sidecar", ""])
