@@ -1,7 +1,7 @@
 """Take the mesh design off a running lab, the way istio-cni's agent does when it stops.
 
-``netlab down LAB --design-only`` on a node-routing lab runs ``cleanupNode`` (ambient-facts
-A6, :func:`netlab.plan.teardown.node_teardown`) on every node, each removal logged in the
+``netlab down LAB --design-only`` on a node-routing lab runs istio-cni's ``cleanupNode``
+(its order is in :func:`netlab.plan.teardown.node_teardown` and docs/node-routing.md) on every node, each removal logged in the
 node's ``istio-cni`` log, then lets the ztunnel pods go (process stopped, netns deleted:
 "nothing is removed inside the ztunnel netns, it disappears with the pod"). The pods keep
 running and talk directly through kube-proxy: the lab is then exactly the ``--mode none`` lab
