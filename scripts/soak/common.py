@@ -75,8 +75,13 @@ def leftovers(lab: str) -> dict[str, list[str]]:
     sd = names.state_dir(lab) + "/"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-            if sd in cmd or f"netlab.runtime.supervisor {lab}" in cmd or f"--lab {lab} " in cmd:
+            argv = [a.decode(errors="replace") for a in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") if a]
+            cmd = " ".join(argv)
+            # exact arguments, never substrings: lab "a" must not match lab "a-b"'s processes
+            ours = (argv[-2:] == ["netlab.runtime.supervisor", lab]
+                    or any(a == "--lab" and b == lab for a, b in zip(argv, argv[1:], strict=False))
+                    or any(a.startswith(sd) for a in argv))
+            if ours:
                 procs.append(f"{pid} {cmd[:80]}")
                 continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -86,6 +91,15 @@ def leftovers(lab: str) -> dict[str, list[str]]:
                         fds.append(f"{pid}:{fd} {t}")
     out["processes"], out["fds"] = procs, fds
     return {k: v for k, v in out.items() if v}
+
+
+SHORT = {"none": "none", "node-routing": "nr", "inpod": "ip"}
+
+
+def lab_name(prefix: str, mode: str) -> str:
+    """``rl-<what>-<mode>`` with a distinct short form per mode ("none" and "node-routing"
+    share their first two letters: two runs once raced for one lab, and the lock refused one)."""
+    return f"{prefix}-{SHORT[mode]}"
 
 
 def wait_for(pred, timeout: float = 30.0, step: float = 0.05) -> bool:

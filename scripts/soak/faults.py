@@ -11,12 +11,12 @@ import threading
 import time
 
 from netlab import names
-from scripts.soak.common import NETLAB, curl, gc_mine, lab_pids, lab_up, leftovers, netlab, wait_for
+from scripts.soak.common import NETLAB, curl, gc_mine, lab_name, lab_pids, lab_up, leftovers, netlab, wait_for
 
 
 def kill9(mode: str, kills: int, rnd: random.Random) -> dict:
     """kill -9 a random process of each kind, then wait until productpage serves again."""
-    lab = f"rl-k9-{mode[:2]}"
+    lab = lab_name("rl-k9", mode)
     recovered, worst, n = 0, 0.0, 0
     kinds: dict[str, int] = {}
     with lab_up("bookinfo", lab, "--mode", mode):

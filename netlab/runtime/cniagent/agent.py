@@ -50,6 +50,7 @@ from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
 from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.cniagent.zds_server import SnapshotItem, ZdsServer
+from netlab.runtime.ready import notify_ready
 
 log = logging.getLogger("cni-agent")
 PLUGIN_TIMEOUT_S = 10.0
@@ -379,15 +380,6 @@ class Agent:
         log.info("cni agent stopped (pod rules left in place)")
 
 
-def _ready() -> None:
-    fd = os.environ.pop("NETLAB_READY_FD", None)
-    if fd:
-        with contextlib.suppress(OSError):
-            os.write(int(fd), b"ready\n")
-        with contextlib.suppress(OSError):
-            os.close(int(fd))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="netlab.runtime.cniagent", description=__doc__.splitlines()[0])
     ap.add_argument("--lab", required=True)
@@ -412,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cni agent failed to start: %s", e)
         agent.stop()
         return 1
-    _ready()
+    notify_ready()
     while not stop.wait(1.0):
         pass
     agent.stop()
