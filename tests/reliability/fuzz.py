@@ -134,3 +134,7 @@ MODES = st.sampled_from(["none", "node-routing", "inpod", "sidecar", ""])
 VERSIONS = st.sampled_from([None, "1.18", "1.20", "1.22", "1.24", "1.99", "x"])
 ENCAPS = st.sampled_from(["auto", "geneve", "geneve-user", "vxlan", "bogus"])
 LAB_NAMES = st.one_of(st.none(), NAMES)
+# mostly what users pass (a valid mode, the default version and name), sometimes anything
+USUAL_MODES = st.one_of(st.sampled_from(["none", "node-routing", "inpod"]), st.sampled_from(["none", "inpod"]), MODES)
+USUAL_VERSIONS = st.one_of(st.none(), st.none(), VERSIONS)
+USUAL_LAB_NAMES = st.one_of(st.none(), st.none(), LAB_NAMES)

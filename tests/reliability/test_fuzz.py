@@ -28,7 +28,7 @@ def one_line(e: NetlabError) -> None:
 
 
 @FUZZ
-@given(fuzz.topology_text(), fuzz.MODES, fuzz.VERSIONS, fuzz.LAB_NAMES)
+@given(fuzz.topology_text(), fuzz.USUAL_MODES, fuzz.USUAL_VERSIONS, fuzz.USUAL_LAB_NAMES)
 def test_fuzzed_topology_gives_a_plan_or_one_clear_line(tmp_path_factory, text, mode, version, name) -> None:
     path = tmp_path_factory.mktemp("fz") / "t.yaml"
     path.write_text(text)
