@@ -32,6 +32,7 @@ from netlab.topology import load_topology
 log = logging.getLogger(__name__)
 DESIGNS = ("none", "node-routing", "inpod")
 SHORT = {"none": "none", "node-routing": "nr", "inpod": "ip"}
+WARMUP = 5  # requests before the measured ones, in every design alike
 VERSIONS = {"node-routing": ("1.18", "1.19", "1.20"), "inpod": ("1.21", "1.22", "1.23", "1.24")}
 Progress = Callable[[str, str], None]  # (design, phase) as each phase starts; phase "done" at the end
 Inspect = Callable[[str, str], None]  # (lab, design) while the lab is up, after the objects are read
@@ -47,7 +48,7 @@ class Options:
     out_dir: str
     designs: tuple[str, ...] = DESIGNS
     istio_version: str | None = None
-    requests: int = 20
+    requests: int = 50
     bulk_mib: int = 16
     client: str = "sleep"
     url: str = "http://productpage:9080/"
@@ -141,6 +142,7 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
             path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("scenario"):
             scenario.wait_path(client_ns, opts.url)
+            scenario.latency(client_ns, opts.url, WARMUP)  # pools, caches, ARP: not measured
             lat = scenario.latency(client_ns, opts.url, opts.requests)
             bulk = None
             if opts.bulk_mib > 0:
