@@ -184,7 +184,6 @@ def _services(topology: str, pods: dict[str, dict]) -> dict[str, list[str]]:
 
 def write(report: Report, out_dir: str) -> list[str]:
     """report.json, report.md, report.html and trace/<design>.json into ``out_dir``."""
-    os.makedirs(os.path.join(out_dir, "trace"), exist_ok=True)
     files = {"report.json": report.model_dump_json(indent=1) + "\n",
              "report.md": render(report, fmt="md"), "report.html": render(report, fmt="html")}
     for r in report.designs:
@@ -192,9 +191,15 @@ def write(report: Report, out_dir: str) -> list[str]:
             files[os.path.join("trace", f"{r.design}.json")] = json.dumps(
                 {"lab": r.lab, "design": r.design, "source": report.scenario.client, "destination": report.scenario.url,
                  "steps": [s.__dict__ | {"kind": type(s).__name__} for s in r.trace]}, indent=1) + "\n"
+    return write_files(out_dir, files)
+
+
+def write_files(out_dir: str, files: dict[str, str]) -> list[str]:
+    """Each file written whole or not at all (temp file, then rename): a reader never sees half."""
     written = []
     for rel, text in files.items():
         path = os.path.join(out_dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)

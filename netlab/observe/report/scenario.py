@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from netlab import names
 from netlab.errors import LabError, ProcessError
+from netlab.lab.state import LabRecord
 from netlab.observe.report.schema import Bulk, Latency
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def wait_path(ns: str, url: str, timeout: float = 15.0) -> float:
         time.sleep(0.1)
 
 
-def wait_mesh(rec, timeout: float = 15.0) -> None:
+def wait_mesh(rec: LabRecord, timeout: float = 15.0) -> None:
     """In-pod, until ztunnel listens inside every enrolled pod's netns (15001 and 15008).
 
     ``up`` returns once the CNI agents and ztunnels run, and the pods' listeners follow over
