@@ -9,8 +9,6 @@ keeps going until the sockets have been quiet for a moment (in-flight packets dr
 kernel's per-socket counters (``PACKET_STATISTICS``: received, dropped for lack of buffer) are
 read, the files closed and merged into one pcapng. The sockets are the whole footprint: no
 process, no rule, nothing left in the lab when the capture ends (Ctrl-C included).
-
->>> Capture.__name__  # doctest: +SKIP  (needs root and a lab)
 """
 
 from __future__ import annotations
