@@ -41,7 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def curl_argv(url: str, n: int) -> list[str]:
     """One curl for ``n`` requests, each on its own connection, each timed on its own line."""
-    argv = ["curl", "-s", "--max-time", "10", "-H", "Connection: close",
+    argv = ["curl", "-s", "--max-time", "30", "-H", "Connection: close",
             "-w", "%{http_code} %{time_total} %{size_download}\\n"]
     for _ in range(n):
         argv += ["-o", "/dev/null", url]
