@@ -9,7 +9,6 @@ ztunnel over ZDS. Either way the registry ztunnel reads is updated (protocol HBO
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from netlab.errors import LabError
 from netlab.lab.state import LabRecord, load_record, update_record
 from netlab.plan import noderouting
 from netlab.plan.objects import Sysctl
+from netlab.plan.registry import RegistryDoc
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,9 @@ def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> N
     """
     path = os.path.join(names.state_dir(lab), "registry.json")
     with open(path) as f:
-        reg = json.load(f)
-    for w in reg["workloads"]:
-        if pods is None or w["name"] in pods:
-            w["protocol"] = "HBONE" if on else "TCP"
+        reg = RegistryDoc.from_json(f.read())
     with open(path + ".tmp", "w") as f:
-        json.dump(reg, f, indent=1, sort_keys=True)
+        f.write(reg.with_protocol(on, pods).to_json())
     os.replace(path + ".tmp", path)
 
 

@@ -202,9 +202,8 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         istio_version=plan.istio_version, encap=plan.encap, plan_sha=sha, iptables_backend=iptables_backend,
         members={n.member: n.name for n in plan.namespaces},
         roles={n.member: n.role for n in plan.namespaces},
-        pods={w["name"]: {"node": w["node"], "ip": w["ip"], "namespace": w["namespace"],
-                          "ambient": w["protocol"] == "HBONE", "uid": w["k8s_uid"]}
-              for w in plan.registry["workloads"]},
+        pods={w.name: {"node": w.node, "ip": w.ip, "namespace": w.namespace, "ambient": w.hbone, "uid": w.pod_uid}
+              for w in plan.registry.workloads},
         nodes=plan.nodes,
         created=time.time())
     try:

@@ -68,17 +68,10 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
     Pods of the node with their name, namespace, uid, ip, netns, ambient flag and service
     account come from the plan's registry (the topology as ztunnel sees it).
     """
-    reg = plan.registry
-    ambient = {w["uid"] for w in reg.get("workloads", []) if w.get("protocol") == "HBONE"}
-    pods = []
-    for w in reg.get("workloads", []):
-        if w.get("node") != node:
-            continue
-        pods.append({
-            "name": w["name"], "namespace": w["namespace"], "uid": w.get("k8s_uid") or w["uid"],
-            "ip": w["ip"], "netns": names.netns(plan.lab, w["name"]), "ambient": w["uid"] in ambient,
-            "service_account": w["service_account"],
-        })
+    pods = [{
+        "name": w.name, "namespace": w.namespace, "uid": w.pod_uid, "ip": w.ip,
+        "netns": names.netns(plan.lab, w.name), "ambient": w.hbone, "service_account": w.service_account,
+    } for w in plan.registry.workloads if w.node == node]
     sockets = os.path.join(state_dir, "sockets")
     cfg = {
         "lab": plan.lab, "node": node, "version": plan.istio_version or inpod.VERSIONS[1],
@@ -87,7 +80,7 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
         "zds_socket": os.path.join(sockets, f"ztunnel-{node}.sock"),
         "plugin_socket": os.path.join(sockets, f"cni-{node}.sock"),
         "enrolled_file": os.path.join(state_dir, f"cni-{node}.enrolled.json"),
-        "trust_domain": reg.get("trust_domain", "cluster.local"),
+        "trust_domain": plan.registry.trust_domain,
         "pods": sorted(pods, key=lambda p: p["name"]),
     }
     os.makedirs(sockets, exist_ok=True)

@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netlab.linux.filelock import exclusive
+from netlab.protocols.spiffe import parse as parse_spiffe
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,6 @@ CA_KEY = "ca-key.pem"
 # not_before is backdated for clock skew: 5 minutes (istiod's grace), at most a tenth of the TTL
 CLOCK_SKEW = dt.timedelta(minutes=5)
 DEFAULT_TTL_SECONDS = 24 * 3600  # Istio's default workload certificate TTL
-_SPIFFE_RE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
-
-
-def parse_spiffe(spiffe_id: str) -> tuple[str, str, str]:
-    """``spiffe://td/ns/N/sa/S`` -> ``(td, N, S)``; ValueError otherwise."""
-    m = _SPIFFE_RE.match(spiffe_id)
-    if not m:
-        raise ValueError(f"not a SPIFFE workload id: {spiffe_id!r}")
-    return m.group(1), m.group(2), m.group(3)
-
-
-def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 def identity_paths(dir: str, spiffe: str) -> tuple[str, str]:

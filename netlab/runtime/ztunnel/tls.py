@@ -19,6 +19,7 @@ import logging
 import os
 import ssl
 
+from netlab.protocols import spiffe
 from netlab.runtime.ztunnel import certs
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def verify_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, *, expected: s
         raise IdentityError(f"identity mismatch: expected {expected}, got {ident}")
     if trust_domain is not None:
         try:
-            td, _, _ = certs.parse_spiffe(ident)
+            td, _, _ = spiffe.parse(ident)
         except ValueError:
             raise IdentityError(f"peer identity {ident} is not a workload identity") from None
         if td != trust_domain:
