@@ -19,6 +19,7 @@ from netlab.apply.netlink import NetnsLinks
 from netlab.apply.sysctl import apply_sysctls
 from netlab.errors import LabError
 from netlab.lab.state import LabRecord, load_record, update_record
+from netlab.linux.files import write_atomic
 from netlab.plan import noderouting
 from netlab.plan.objects import Sysctl
 from netlab.plan.registry import RegistryDoc
@@ -49,9 +50,7 @@ def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> N
     path = os.path.join(names.state_dir(lab), "registry.json")
     with open(path) as f:
         reg = RegistryDoc.from_json(f.read())
-    with open(path + ".tmp", "w") as f:
-        f.write(reg.with_protocol(on, pods).to_json())
-    os.replace(path + ".tmp", path)
+    write_atomic(path, reg.with_protocol(on, pods).to_json())
 
 
 def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:

@@ -11,6 +11,7 @@ import sys
 
 from netlab import names
 from netlab.errors import PreflightError
+from netlab.linux.files import write_atomic
 from netlab.plan.objects import Plan, Process
 
 # ztunnel's log level in a lab: `NETLAB_ZTUNNEL_LOG_LEVEL=debug netlab up ...` adds the access
@@ -34,9 +35,7 @@ def _py(module: str, *args: str) -> list[str]:
 
 def prepare_mesh(plan: Plan, state: str) -> None:
     """Registry and lab PKI for ztunnel (only when a mesh design is on)."""
-    with open(os.path.join(state, "registry.json.tmp"), "w") as f:
-        f.write(plan.registry.to_json())
-    os.replace(os.path.join(state, "registry.json.tmp"), os.path.join(state, "registry.json"))
+    write_atomic(os.path.join(state, "registry.json"), plan.registry.to_json())
     if plan.mode == "none":
         return
     from netlab.runtime.ztunnel import certs

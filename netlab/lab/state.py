@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from netlab import names
 from netlab.errors import LabError
 from netlab.linux.filelock import exclusive
+from netlab.linux.files import write_atomic
 
 
 @dataclass
@@ -40,10 +41,7 @@ class LabRecord:
 
     def save(self) -> None:
         os.makedirs(names.state_dir(self.lab), exist_ok=True)
-        tmp = self.path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path())
+        write_atomic(self.path(), json.dumps(asdict(self), indent=1, sort_keys=True))
 
 
 def load_record(lab: str) -> LabRecord | None:

@@ -37,6 +37,7 @@ from dataclasses import replace
 from netlab import names
 from netlab.plan.objects import IpsetEntry, IpsetSet, NetnsPlan, Process, Route, Rule
 from netlab.plan.registry import pod_uid
+from netlab.protocols import iptables_save
 from netlab.topology.model import Topology
 
 VERSIONS = ("1.21", "1.22", "1.23", "1.24")
@@ -219,19 +220,15 @@ def saved_chains(saved: str, chains: tuple[str, ...] = (PRERT, OUTPUT, POSTRT)) 
     under their builtin chain. Rules keep their order.
     """
     out: dict[str, dict[str, list[str]]] = {}
-    table = ""
     jumps = tuple(f"-j {c}" for c in chains)
-    for ln in saved.splitlines():
-        if ln.startswith("*"):
-            table = ln[1:].strip()
-        elif ln.startswith(":"):
-            c = ln[1:].split()[0]
-            if c in chains:
-                out.setdefault(table, {}).setdefault(c, [])
-        elif ln.startswith("-A "):
-            c = ln.split()[1]
-            if c in chains or ln.endswith(jumps):
-                out.setdefault(table, {}).setdefault(c, []).append(ln)
+    for t in iptables_save.parse(saved).values():
+        have: dict[str, list[str]] = {}
+        for c in t.chains.values():
+            rules = list(c.rules) if c.name in chains else [r for r in c.rules if r.endswith(jumps)]
+            if c.name in chains or rules:
+                have[c.name] = rules
+        if have:
+            out[t.name] = have
     return out
 
 

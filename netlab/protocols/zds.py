@@ -46,7 +46,7 @@ DEADLINE_S = 5.0  # read/write deadline of each message and each ack
 LIVENESS_EVERY_S = 5.0  # with nothing to send, the agent checks the peer this often...
 LIVENESS_READ_S = 0.010  # ...by a 10 ms read: timeout = alive, EOF/error = gone, data = violation
 V1 = pb.V1
-_NULL_LOG = logging.getLogger("netlab.protocols.zds.core")  # cores log nothing unless given a logger
+_NULL_LOG = logging.getLogger(f"{__name__}.core")  # cores log nothing unless given a logger
 _NULL_LOG.addHandler(logging.NullHandler())
 _NULL_LOG.propagate = False
 

@@ -67,6 +67,7 @@ from netlab.apply.tuntap import (
 )
 from netlab.errors import NetlabError, ProcessError
 from netlab.linux import nsenter
+from netlab.linux.files import write_atomic
 from netlab.protocols.geneve import GENEVE_PORT, HEADER_LEN, Decapsulator, pack_header
 from netlab.protocols.offload import (
     ETH_LEN,
@@ -467,11 +468,7 @@ class Forwarder:
     def write_stats(self, path: str | None) -> None:
         if not path:
             return
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.stats(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.stats(), indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from netlab import names
 from netlab.linux import jsonline, proc
 from netlab.runtime import workloads
 
-log = logging.getLogger("netlab.supervisor")
+log = logging.getLogger(__name__)
 ALIVE_READY_S = 0.3
 MAX_BACKOFF_S = 5.0
 

@@ -109,8 +109,8 @@ def test_node_shows_the_seed_view(lab: str) -> None:
 
 
 def test_iptables_save_equals_the_plan(lab: str) -> None:
-    from netlab.apply.iptables import rules_of
     from netlab.plan import build_plan
+    from netlab.protocols.iptables_save import rules_of
     from netlab.topology import load_topology
 
     plan = build_plan(load_topology("bookinfo"), lab=LAB, mode="node-routing", encap="geneve-user")

@@ -46,12 +46,13 @@ from netlab.apply import iptables
 from netlab.apply.ipset import add_entry, apply_ipset, del_entry, open_ipset
 from netlab.apply.netlink import NetnsLinks
 from netlab.linux import jsonline, nsenter
+from netlab.linux.files import write_atomic
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
 from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.cniagent.zds_server import SnapshotItem, ZdsServer
 
-log = logging.getLogger("cni-agent")
+log = logging.getLogger(__name__)
 PLUGIN_TIMEOUT_S = 10.0
 
 
@@ -85,9 +86,7 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
     }
     os.makedirs(sockets, exist_ok=True)
     path = config_path(state_dir, node)
-    with open(path + ".tmp", "w") as f:
-        json.dump(cfg, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, json.dumps(cfg, indent=1, sort_keys=True))
     return path
 
 
@@ -288,9 +287,7 @@ class Agent:
     def _save_enrolled(self) -> None:
         path = self.cfg.get("enrolled_file")
         if path:
-            with open(path + ".tmp", "w") as f:
-                json.dump(sorted(self.enrolled), f)
-            os.replace(path + ".tmp", path)
+            write_atomic(path, json.dumps(sorted(self.enrolled)))
 
     # ---- plugin socket
 
