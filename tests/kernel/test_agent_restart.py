@@ -160,7 +160,7 @@ def page(lab: str) -> str:
 
 @pytest.fixture(scope="module")
 def bookinfo():
-    with lab_up("topologies/bookinfo.yaml", "enrst", "--mode", "inpod") as lab:
+    with lab_up("bookinfo", "enrst", "--mode", "inpod") as lab:
         yield lab
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 @pytest.fixture(scope="module", params=["node-routing", "inpod"])
 def lab(request):
     name = {"node-routing": "mnr", "inpod": "mip"}[request.param]
-    with lab_up("topologies/bookinfo.yaml", name, "--mode", request.param) as lab:
+    with lab_up("bookinfo", name, "--mode", request.param) as lab:
         yield lab, request.param
 
 

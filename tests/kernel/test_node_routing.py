@@ -67,7 +67,7 @@ class TransparentListener:
 
 @pytest.fixture(scope="module")
 def lab():
-    with lab_up("topologies/bookinfo.yaml", LAB, "--mode", "node-routing", "--encap", "geneve-user") as name:
+    with lab_up("bookinfo", LAB, "--mode", "node-routing", "--encap", "geneve-user") as name:
         yield name
 
 

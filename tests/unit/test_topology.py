@@ -46,7 +46,7 @@ def test_line_numbers_point_at_the_field() -> None:
 
 
 def test_bookinfo_matches_the_seed_addresses() -> None:
-    t = load_topology("topologies/bookinfo.yaml")
+    t = load_topology("bookinfo")
     ips = {p.name: str(p.ip) for p in t.pods}
     assert ips["productpage-v1"] == "10.244.1.7"
     assert ips["reviews-v1"] == "10.244.1.4" and ips["sleep"] == "10.244.2.4"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import pytest
 
@@ -145,7 +144,7 @@ def test_plan_registry_uids_resolve() -> None:
     from netlab.plan.registry import build_registry, pod_uid
     from netlab.topology.load import load_topology
 
-    topo = load_topology(str(Path(__file__).resolve().parents[3] / "topologies" / "bookinfo.yaml"))
+    topo = load_topology("bookinfo")
     r = Registry.from_doc(build_registry(topo, mode="inpod"))
     for pod in topo.pods:
         w = r.workload_by_uid(pod_uid(pod))
@@ -164,7 +163,7 @@ def test_the_registry_file_round_trips_through_its_one_model() -> None:
     from netlab.plan.registry import RegistryDoc, build_registry
     from netlab.topology.load import load_topology
 
-    topo = load_topology(str(Path(__file__).resolve().parents[3] / "topologies" / "bookinfo.yaml"))
+    topo = load_topology("bookinfo")
     reg = build_registry(topo, mode="inpod")
     text = reg.to_json()
     assert RegistryDoc.from_json(text) == reg
