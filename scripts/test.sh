@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check netlab tests scripts
-python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab/topology netlab/plan netlab/protocols netlab/apply/iptables.py netlab/apply/teardown.py tests "$@"
+# --doctest-modules over the whole package: every module's examples run (runtime ones included)
+python3 -m pytest -q -p no:cacheprovider --doctest-modules netlab tests "$@"
