@@ -69,7 +69,7 @@ def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
     """Remove what ``steps`` name from ``ns`` in order; return the steps that removed something.
 
     ``before_netlink`` runs before each route/rule/link/ipset step (the iptables steps, which
-    come first in A6, have all been committed by then).
+    come first in ``cleanupNode``'s order, have all been committed by then).
     """
     chains, jumps = _present_iptables(iptables.save(ns, variant))
     ipt_steps = [s for s in steps if s.is_iptables and

@@ -4,8 +4,7 @@ In this design nothing steers pod traffic on the node: the istio-cni node agent 
 redirection into each ambient pod's own netns (``CreateInpodRules``: a ``local`` route in
 table 100, ip rule 32764, then ``iptables-restore --noflush``), adds the pod IP to the
 node's probe ipset, and hands the pod's netns fd to ztunnel over ZDS. Values and order
-follow ambient-facts.md section B (``istio/istio@<tag>/cni/pkg/iptables/iptables.go`` and
-its ``testdata/*.golden``).
+follow ``istio/istio@<tag>/cni/pkg/iptables/iptables.go`` and its ``testdata/*.golden``.
 
 Rules are written the way ``iptables-save`` prints them (``169.254.7.127/32``,
 ``--on-ip 0.0.0.0``, ``--to-ports``, ``-m tcp`` before ``--dport``, ``-i`` before ``-p``),
@@ -88,7 +87,7 @@ def sends_trust_domain(version: str) -> bool:
     return check_version(version) == "1.22"
 
 
-# -- per-pod rules (B2) ------------------------------------------------------------------
+# -- per-pod rules (``CreateInpodRules``) --------------------------------------------------
 
 
 def pod_chains(version: str, dns: bool = False) -> dict[str, tuple[str, ...]]:
@@ -266,7 +265,7 @@ def teardown_text_for(saved: str, chains: tuple[str, ...] = (PRERT, OUTPUT)) -> 
     return "\n".join(out) + ("\n" if out else "")
 
 
-# -- host (node) rules (B3) ----------------------------------------------------------------
+# -- host (node) rules (``CreateHostRulesForHealthChecks``) ---------------------------------
 
 
 def host_rules(version: str) -> tuple[str, ...]:

@@ -4,8 +4,8 @@
 # source: zds.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-# netlab: generated from netlab/protocols/zds.proto (a copy of shared/reference/zds.proto) with
-#   python -m grpc_tools.protoc -I netlab/runtime --python_out=netlab/runtime zds.proto
+# netlab: generated from netlab/protocols/zds.proto (Istio 1.22's schema) with
+#   python -m grpc_tools.protoc -I netlab/protocols --python_out=netlab/protocols zds.proto
 # (grpcio-tools 1.85.1, libprotoc 35.1), then edited by hand in one place: the
 # runtime_version import and its ValidateProtobufRuntimeVersion(7, 35, 1) call were removed,
 # since they refuse any protobuf runtime other than 7.35.1+ (and 4.25 has no runtime_version).

@@ -2,7 +2,8 @@
 
 ``Raw*`` shapes are what a user may write (brief forms, ``replicas``); :func:`resolve`
 turns them into the complete :class:`Topology` with every address assigned, so the plan
-never guesses. Addressing defaults mirror a kind cluster (see DESIGN.md):
+never guesses. Addressing defaults mirror a two-worker kind cluster (kindnet's ptp CNI, Istio's ambient
+guide), so addresses read as on a real node:
 node ``i`` (1-based, in file order) gets pod CIDR ``10.244.i.0/24`` and underlay address
 ``172.18.0.(i+1)``; in each pod CIDR ``.1`` is the node's gateway, ``.2`` the node's
 ztunnel pod, pods take ``.3`` upward; service VIPs start at ``10.96.0.10``.

@@ -3,8 +3,8 @@
 A node agent restarts at any time (upgrade, crash). The new one must find the rules the old
 one wrote (kept, not added again), hand ztunnel the same pods over a new ZDS connection, and
 ztunnel must recognise them (same netns inode) instead of opening a second set of
-listeners. Checked on bookinfo with the seed's traffic, after run-time enroll/unenroll, and on
-50 pods enrolled at once. (The agent alone against a reference ZDS client is
+listeners. Checked on bookinfo with its own traffic (productpage through the mesh), after run-time enroll/unenroll, and on
+50 pods enrolled at once. (The agent alone against a ZDS client built from the schema is
 ``test_zds_agent.py``; ztunnel's pod manager alone is ``ztunnel/test_zt_inpod.py``.)
 """
 

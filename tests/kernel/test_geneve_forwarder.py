@@ -98,7 +98,7 @@ def forwarder(lab: None, tmp_path: Path) -> Iterator[Running]:
             proc.wait(10)
 
 
-# ---- traffic helpers: sockets opened inside the netns (seed-000 trick) ---------------------------
+# ---- traffic helpers: sockets opened inside the netns (netlab.linux.nsenter) --------------------
 
 
 def _socket(ns: str, *args: int) -> socket.socket:

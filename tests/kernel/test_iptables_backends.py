@@ -2,7 +2,7 @@
 
 ``--iptables-backend restore`` loads the plan with iptables-restore (nft here), ``python-iptables``
 through libiptc (legacy tables); read back with the matching ``iptables-save`` they must be the
-same rules, chain by chain, and the plan's. ``netlab down --design-only`` then runs A6's
+same rules, chain by chain, and the plan's. ``netlab down --design-only`` then runs istio-cni's
 ``cleanupNode`` on every node: the node ends up exactly as a ``--mode none`` node.
 """
 
@@ -79,7 +79,7 @@ def test_design_teardown_in_a6_order(backend: str) -> None:
         res = netlab("down", LAB, "--design-only")
         expected = [s.render() for s in node_teardown("1.20")]
         for node in NODES:
-            # every A6 step found its object, and the node's istio-cni log lists them in order
+            # every cleanupNode step found its object, and the node's istio-cni log lists them in order
             with open(f"{names.state_dir(LAB)}/logs/istio-cni.{node}.log") as f:
                 logged = re.findall(r"cleanupNode: (.*)", f.read())
             assert logged == expected, node

@@ -77,7 +77,8 @@ def sh(lab: str, target: str, *cmd: str) -> str:
     return r.stdout
 
 
-def test_node_shows_the_seed_view(lab: str) -> None:
+def test_node_shows_what_a_real_node_shows(lab: str) -> None:
+    """``ip rule``, routes and tables as on an Istio 1.20 ambient node of a kind cluster."""
     assert sh(lab, "ambient-worker2", "ip", "rule").splitlines() == [
         "0:\tfrom all lookup local",
         "100:\tfrom all fwmark 0x200/0x200 goto 32766",

@@ -1,7 +1,7 @@
 """The in-pod CNI agent as a real process against real pod netns, and ZDS from a foreign client.
 
 The ZDS client here is built from protobuf classes generated at test time from the
-reference schema (not netlab's ``zds_pb2``): what it receives proves wire compatibility, and
+``.proto`` schema (not netlab's checked-in ``zds_pb2``): what it receives proves wire compatibility, and
 the netns fd it gets over SCM_RIGHTS must be the pod's netns (same inode).
 """
 
@@ -42,7 +42,7 @@ REFERENCE_PROTO = REPO / "netlab" / "protocols" / "zds.proto"
 
 @pytest.fixture(scope="module")
 def ref_pb(tmp_path_factory):
-    """``zds_pb2`` generated now, with grpc_tools' protoc, from the reference schema."""
+    """``zds_pb2`` generated now, with grpc_tools' protoc, from the schema."""
     d = tmp_path_factory.mktemp("refproto")
     shutil.copy(REFERENCE_PROTO, d / "zds.proto")
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{d}", f"--python_out={d}", str(d / "zds.proto")],
@@ -202,7 +202,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         assert pod_state(f"nl-{lab}-a") == ({}, [], "")
         agents.append(AgentProc(node_ns, lab, "n1", cfg_path, log))
 
-        # host rules (B3) and startup pods (B2)
+        # host rules (probe SNAT) and the startup pods' in-pod rules
         node_save = iptables.save(node_ns)
         assert snat in node_save.splitlines() and "-A POSTROUTING -j ISTIO_POSTRT" in node_save.splitlines()
         assert ipset_members(node_ns, "istio-inpod-probes") == sorted([pods["a"]["ip"], pods["b"]["ip"]])
@@ -223,7 +223,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
                                               ("snapshot_sent", "")]
         assert ev[0][2] == netns_inode(f"nl-{lab}-a") and ev[1][2] == netns_inode(f"nl-{lab}-b")
 
-        # run-time enrollment of c (B4), then unenrollment
+        # run-time enrollment of c (AddPodToMesh), then unenrollment
         t0 = time.monotonic()
         r = cniagent.plugin_event(cfg["plugin_socket"], "add", "c")
         enroll_s = time.monotonic() - t0

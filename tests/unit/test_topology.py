@@ -45,7 +45,7 @@ def test_line_numbers_point_at_the_field() -> None:
         load_topology_text(text, "<t>")
 
 
-def test_bookinfo_matches_the_seed_addresses() -> None:
+def test_bookinfo_matches_a_kind_clusters_addresses() -> None:
     t = load_topology("bookinfo")
     ips = {p.name: str(p.ip) for p in t.pods}
     assert ips["productpage-v1"] == "10.244.1.7"

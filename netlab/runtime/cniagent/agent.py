@@ -1,7 +1,7 @@
 """The in-pod design's per-node CNI agent (istio-cni's node agent, Istio 1.21+).
 
 ``python -m netlab.runtime.cniagent --lab LAB --node NODE --config PATH``, started by the
-supervisor in the node's netns. What it does, in istio-cni's order (ambient-facts B3-B5):
+supervisor in the node's netns. What it does, in istio-cni's order (``cni/pkg/nodeagent``):
 
 1. at start, the node's probe rules: ipset ``istio-inpod-probes[-v4]`` and the nat
    ``ISTIO_POSTRT`` SNAT (``CreateHostRulesForHealthChecks``), stale set entries pruned;
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 PLUGIN_TIMEOUT_S = 10.0
 
 
-# -- config (written by the lead's specs.py, read by the agent) -------------------------------
+# -- config (written by the lab when it starts the agent, read by the agent) -----------------
 
 
 def config_path(state_dir: str, node: str) -> str:
@@ -132,7 +132,7 @@ class Agent:
         self._plugin: socket.socket | None = None
         self._ipset: Any = None
 
-    # ---- host rules (B3)
+    # ---- host rules (the node's probe SNAT: ``CreateHostRulesForHealthChecks``)
 
     def _ipset_handle(self) -> Any:
         if self._ipset is None:
@@ -182,7 +182,7 @@ class Agent:
         except Exception as e:  # stopping: report, never hang
             log.warning("deleting host rules: %s", e)
 
-    # ---- pod rules (B2)
+    # ---- pod rules (``CreateInpodRules`` / ``DeleteInpodRules``)
 
     def pod_rules(self, p: PodEntry) -> str:
         """Make the in-pod rules, reusing exact ones; returns what was done."""
@@ -217,7 +217,7 @@ class Agent:
         td = self.cfg.get("trust_domain", "cluster.local") if inpod.sends_trust_domain(self.version) else ""
         return WorkloadInfo(p.name, p.namespace, p.service_account, td)
 
-    # ---- enrollment (B4)
+    # ---- enrollment (``AddPodToMesh`` / ``RemovePodFromMesh``)
 
     def _pod_lock(self, name: str) -> threading.Lock:
         with self.lock:
