@@ -94,7 +94,7 @@ def pod_chains(version: str, dns: bool = False) -> dict[str, tuple[str, ...]]:
     """User chains per table, in the order Istio creates them."""
     if uses_tproxy(version):
         return {"mangle": (PRERT, OUTPUT), "nat": (OUTPUT,)}
-    chains = {"mangle": (PRERT, OUTPUT), "nat": (PRERT, OUTPUT)}
+    chains: dict[str, tuple[str, ...]] = {"mangle": (PRERT, OUTPUT), "nat": (PRERT, OUTPUT)}
     if dns and version != "1.23":
         chains["raw"] = (PRERT, OUTPUT)
     return chains
@@ -105,7 +105,7 @@ def pod_jumps(version: str, dns: bool = False) -> dict[str, tuple[str, ...]]:
     if uses_tproxy(version):
         return {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
                 "nat": ("-A OUTPUT -j ISTIO_OUTPUT",)}
-    jumps = {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
+    jumps: dict[str, tuple[str, ...]] = {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
              "nat": ("-A OUTPUT -j ISTIO_OUTPUT", "-A PREROUTING -j ISTIO_PRERT")}
     if "raw" in pod_chains(version, dns):
         jumps["raw"] = ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT")
@@ -309,7 +309,8 @@ def _heredoc(ns: str, text: str) -> list[str]:
 
 def pod_enrollment_lines(ns: str, version: str, *, dns: bool = False) -> tuple[str, ...]:
     routes, rules, text = pod_objects(ns, version, dns=dns)
-    return (ENROLLED_HEADER, *(f"ip -n {ns} {o.render()}" for o in (*routes, *rules)), *_heredoc(ns, text))
+    objs: list[Route | Rule] = [*routes, *rules]
+    return (ENROLLED_HEADER, *(f"ip -n {ns} {o.render()}" for o in objs), *_heredoc(ns, text))
 
 
 def host_lines(node_ns: str, version: str, entries: tuple[IpsetEntry, ...]) -> tuple[str, ...]:

@@ -243,10 +243,10 @@ def resolve(t: Topology) -> Topology:
         if uip not in a.underlay:
             raise ValueError(f"node {n.name!r}: underlay_ip {uip} is outside {a.underlay}")
         nodes.append(n.model_copy(update={"pod_cidr": cidr, "underlay_ip": uip}))
-    cidrs = [n.pod_cidr for n in nodes]
+    cidrs = [c for n in nodes if (c := n.pod_cidr) is not None]  # every node has one by now
     for i, c in enumerate(cidrs):
         for c2 in cidrs[i + 1:]:
-            if c.overlaps(c2):  # type: ignore[union-attr]
+            if c.overlaps(c2):
                 raise ValueError(f"pod CIDRs {c} and {c2} overlap")
     by_node = {n.name: n for n in nodes}
 
