@@ -1,3 +1,25 @@
-from netlab.cli.main import main
+"""``python -m netlab`` and the ``netlab`` script: the CLI.
 
-main()
+Signals are set up before the CLI is imported: a Ctrl-C, SIGTERM or SIGHUP while it is still
+importing (before its error boundary exists) is one line and exit 128 + n, not a traceback.
+"""
+
+import signal
+import sys
+
+
+def run() -> None:
+    from netlab.lab import interrupt
+
+    interrupt.install_cli_defaults()
+    try:
+        from netlab.cli.main import main
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        sys.stderr.write("netlab: interrupted\n")
+        raise SystemExit(128 + signum) from None
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -13,8 +13,8 @@ The device is created single-queue: a later ``TUNSETIFF`` on it must ask for the
 
 Example (root)::
 
-    create_tap("nl-demo-node", "istioin")   # then address / MTU / up via pyroute2
-    delete_tap("nl-demo-node", "istioin")
+    create_tap("nl-demo.node", "istioin")   # then address / MTU / up via pyroute2
+    delete_tap("nl-demo.node", "istioin")
 """
 
 from __future__ import annotations

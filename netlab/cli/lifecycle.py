@@ -17,19 +17,32 @@ app = typer.Typer()
 @app.command()
 @boundary
 def up(
-    topology: Annotated[str, typer.Argument(help="Topology YAML file, or a shipped name (bookinfo, minimal, scale).")],
-    mode: Annotated[str, typer.Option(help="node-routing (Istio 1.18-1.20), inpod (1.21+) or none (no mesh).")] = "node-routing",
-    name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's name).")] = None,
-    encap: Annotated[str, typer.Option(help="auto | geneve | geneve-user | vxlan (node-routing tunnels).")] = "auto",
-    istio_version: Annotated[str | None, typer.Option("--istio-version", help="Rule set to reproduce (node-routing 1.18-1.20, default 1.20; inpod 1.21-1.24, default 1.22).")] = None,
-    iptables_backend: Annotated[str, typer.Option("--iptables-backend", help="restore (iptables-restore, nft or legacy as Istio picks) or python-iptables (libiptc, legacy).")] = "restore",
+    topology: Annotated[str, typer.Argument(
+        metavar="TOPOLOGY", help="Topology YAML file, or a shipped name (bookinfo, minimal, scale).")],
+    mode: Annotated[str, typer.Option(
+        metavar="MODE", help="node-routing (Istio 1.18-1.20), inpod (1.21+) or none (no mesh).")] = "node-routing",
+    name: Annotated[str | None, typer.Option(
+        "--name", metavar="LAB", help="Lab name (default: the topology's name); 1-24 of a-z, 0-9, '-'.")] = None,
+    encap: Annotated[str, typer.Option(
+        metavar="ENCAP", help="auto | geneve | geneve-user | vxlan (node-routing tunnels).")] = "auto",
+    istio_version: Annotated[str | None, typer.Option(
+        "--istio-version", metavar="VERSION",
+        help="Rule set to reproduce (node-routing 1.18-1.20, default 1.20; inpod 1.21-1.24, default 1.22).")] = None,
+    iptables_backend: Annotated[str, typer.Option(
+        "--iptables-backend", metavar="BACKEND",
+        help="restore (iptables-restore, nft or legacy as Istio picks) or python-iptables (libiptc, legacy).")
+    ] = "restore",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing (no root needed).")] = False,
     retain: Annotated[bool, typer.Option("--retain", help="Keep a half-built lab on failure (for debugging).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Stand a lab up (idempotent: the same lab again is a no-op)."""
     from netlab.lab import lifecycle as lablib
+    from netlab.plan.build import check_options
 
+    # every choice is checked before anything runs: no kernel probe with a bad --name
+    check_options(lab=name, mode=mode, istio_version=istio_version, encap=encap)
+    lablib.check_iptables_backend(iptables_backend)
     if dry_run:
         plan = lablib.make_plan(topology, name=name, mode=mode, istio_version=istio_version, encap=encap,
                                 probe=os.geteuid() == 0)

@@ -12,14 +12,25 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import common, doctor, inspect, lifecycle
+from netlab.cli import capture, common, doctor, export, inspect, lifecycle, report, teach
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(name="netlab", cls=common.OneLineErrors, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Istio ambient mode's traffic redirection, both designs, built from network namespaces.")
 
-GROUPS = (lifecycle.app, inspect.app, doctor.app)
-for _group in GROUPS:
-    app.add_typer(_group)
+# (group, name), one line each, in the order --help lists them: a name makes the group a
+# sub-command (`netlab export kind`); None merges its commands into the root
+GROUPS: tuple[tuple[typer.Typer, str | None], ...] = (
+    (lifecycle.app, None),
+    (inspect.app, None),
+    (capture.app, None),
+    (report.app, None),
+    (doctor.app, None),
+    (export.app, "export"),
+    (teach.app, "lab"),
+)
+for _group, _name in GROUPS:
+    app.add_typer(_group, name=_name)
 
 
 @app.callback()
@@ -30,4 +41,4 @@ def _root(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug l
 
 
 def main() -> None:
-    app()
+    app(prog_name="netlab")

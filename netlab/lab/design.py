@@ -25,6 +25,7 @@ from netlab.apply import teardown
 from netlab.apply.iptables import backend_variant
 from netlab.errors import LabError, NetlabError
 from netlab.lab.enroll import cni_log, set_registry_protocol
+from netlab.lab.lock import lab_lock
 from netlab.lab.state import LabRecord, load_record, update_record
 from netlab.plan.teardown import Step, node_teardown
 from netlab.runtime import supervisor
@@ -52,6 +53,12 @@ def _ask(lab: str, req: dict) -> dict:
 
 
 def remove_design(lab: str) -> DesignTeardown:
+    """Under the lab's lock: no ``up``, ``down`` or ``gc`` works on the lab meanwhile."""
+    with lab_lock(lab, "down --design-only"):
+        return _remove_design(lab)
+
+
+def _remove_design(lab: str) -> DesignTeardown:
     rec = load_record(lab)
     if rec is None:
         raise LabError(f"no lab named {lab!r}", hint="`netlab status` lists the labs")

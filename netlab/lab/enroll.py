@@ -47,7 +47,7 @@ def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> N
 
     Call it under :func:`netlab.lab.state.state_lock`: it is a read-modify-write.
     """
-    path = os.path.join(names.state_dir(lab), "registry.json")
+    path = names.registry_path(names.state_dir(lab))
     with open(path) as f:
         reg = RegistryDoc.from_json(f.read())
     write_atomic(path, reg.with_protocol(on, pods).to_json())
@@ -69,7 +69,7 @@ def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:
     else:
         from netlab.runtime.cniagent import agent as cniagent
 
-        sock = os.path.join(names.state_dir(lab), "sockets", f"cni-{info['node']}.sock")
+        sock = names.cni_socket(names.state_dir(lab), info["node"])
         resp = cniagent.plugin_event(sock, "add" if on else "del", pod)
         if not resp.get("ok", False):
             raise LabError(f"lab {lab}: CNI agent on {info['node']} refused: {resp.get('error', resp)}")

@@ -8,32 +8,41 @@ intact: they find netns by name, processes by netns inode, files by marker.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from netlab import names
-from netlab.apply import hosts as hosts_mod
 from netlab.apply import netns as netns_mod
 from netlab.apply.kernel import apply_plan
 from netlab.errors import LabError, NetlabError, PreflightError, ProcessError
-from netlab.lab import specs
-from netlab.lab.state import LabRecord, load_record, remove_state, state_labs, supervisor_pid
+from netlab.lab import interrupt, limits, specs
+from netlab.lab.cleanup import DownResult, down, down_locked, gc, require_root
+from netlab.lab.inventory import creator_alive, known_labs, lab_netns, supervisor_of
+from netlab.lab.lock import lab_lock
+from netlab.lab.mesh import mesh_readiness
+from netlab.lab.state import LabRecord, UnreadableRecord, load_record, supervisor_pid, write_supervisor_pid
 from netlab.linux import reaper
 from netlab.plan import build_plan
+from netlab.plan.build import check_options
 from netlab.plan.objects import Plan
 from netlab.runtime import supervisor
+from netlab.runtime.spec import ProcessSpec
 from netlab.topology import load_topology
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+# how long `up` waits for its processes (plus 0.1 s each) before it calls the start failed: a
+# failure detector, not a goal (crash loops are caught at once by their restart count); on a
+# busy shared machine (load 15 on 2 cores) an in-pod bookinfo took 22 s
+START_TIMEOUT_S = 60.0
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -51,62 +60,29 @@ class UpResult:
     plan_text: str = ""
     netns: int = 0
     processes: int = 0
-
-
-@dataclass(frozen=True)
-class DownResult:
-    lab: str
-    netns_removed: list[str] = field(default_factory=list)
-    processes_stopped: list[int] = field(default_factory=list)
-    files_removed: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise PreflightError("netlab needs root to create network namespaces",
-                             hint="run it with sudo (or as root); `netlab up --dry-run` works without")
-
-
-def known_labs() -> list[str]:
-    """Labs with a state dir or an underlay netns (``nl-<lab>-net``) — markers only."""
-    labs = set(state_labs())
-    for n in netns_mod.list_netns():
-        if n.endswith("-net"):
-            labs.add(n[len(names.MARKER):-len("-net")])
-    return sorted(labs)
-
-
-def lab_netns(lab: str) -> list[str]:
-    """Every netns of ``lab`` by its marker, minus those of a longer lab name sharing the prefix."""
-    others = _longer_prefixes(lab)
-    return [n for n in netns_mod.list_netns(names.netns(lab, "")) if not any(n.startswith(o) for o in others)]
-
-
-def _longer_prefixes(lab: str) -> list[str]:
-    """Marker prefixes of other labs whose names start with ``lab-`` (lab "a" vs lab "a-b")."""
-    prefix = names.netns(lab, "")
-    return [names.netns(x, "") for x in known_labs() if x != lab and names.netns(x, "").startswith(prefix)]
+    recovered: bool = False  # the supervisor was gone and has been restarted in place
 
 
 def plan_sha(plan: Plan) -> str:
     return hashlib.sha256(plan.render().encode()).hexdigest()
 
 
-def resolve_encap(encap: str, mode: str, lab: str) -> str:
+def resolve_encap(encap: str, mode: str) -> str:
     """``auto``: kernel geneve if this kernel can make a geneve link, else the userspace one."""
     if encap != "auto":
         return encap
     if mode != "node-routing":
         return "geneve-user"
-    return "geneve" if kernel_has("geneve", lab) else "geneve-user"
+    return "geneve" if kernel_has("geneve") else "geneve-user"
 
 
-def kernel_has(kind: str, lab: str = "probe") -> bool:
+def kernel_has(kind: str) -> bool:
+    """Try to make a ``kind`` link in a throw-away netns no lab member can be named
+    (``nl-_probe-<pid>``), removed whatever happens."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
-    probe = names.netns(lab, "probe")
+    probe = names.probe_netns()
     netns_mod.create(probe)
     try:
         with IPRoute(netns=probe) as ipr:
@@ -136,67 +112,92 @@ def check_iptables_backend(backend: str) -> None:
 
 def make_plan(topology: str, *, name: str | None, mode: str, istio_version: str | None, encap: str,
               probe: bool = True) -> Plan:
+    check_options(lab=name, mode=mode, istio_version=istio_version, encap=encap)  # before any probe
     topo = load_topology(topology)
     lab = name or topo.name
     if encap == "auto":
-        encap = resolve_encap(encap, mode, lab) if probe else "geneve-user"
+        encap = resolve_encap(encap, mode) if probe else "geneve-user"
     return build_plan(topo, lab=lab, mode=mode, istio_version=istio_version, encap=encap)
 
 
-@contextlib.contextmanager
-def _no_sigint() -> Iterator[None]:
-    """Rollback must finish: a second Ctrl-C is ignored while it runs."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+def check_fd_budget(plan: Plan) -> None:
+    """Refuse, before any object exists, a lab this process's open-file limit cannot hold."""
+    per_node: dict[str, int] = {}
+    for w in plan.registry.workloads:
+        per_node[w.node] = per_node.get(w.node, 0) + 1
+    b = limits.budget(len(plan.namespaces), max(per_node.values(), default=0), plan.mode == "inpod")
+    if not b.ok:
+        fit = limits.max_netns(b.hard) - (len(plan.namespaces) - len(plan.registry.workloads))
+        raise PreflightError(
+            f"lab {plan.lab!r} needs about {b.need} open files per process, the limit is {b.hard} "
+            f"(ulimit -Hn): at most about {max(fit, 0)} pods fit, this topology has {len(plan.registry.workloads)}",
+            hint="raise the hard limit (ulimit -Hn, or LimitNOFILE= for a service) or use fewer replicas")
 
 
 def up(topology: str, *, name: str | None = None, mode: str = "node-routing", istio_version: str | None = None,
        encap: str = "auto", retain: bool = False, iptables_backend: str = "restore",
        progress: Progress = _noop, timeout: float | None = None) -> UpResult:
+    """Stand a lab up, under its lock; SIGINT/SIGTERM/SIGHUP roll a fresh lab back."""
     t0 = time.monotonic()
     require_root()
     check_iptables_backend(iptables_backend)
     if mode != "none":
         specs.ztunnel_log_level()  # a bad $NETLAB_ZTUNNEL_LOG_LEVEL refuses the up, before any object
-    plan = make_plan(topology, name=name, mode=mode, istio_version=istio_version, encap=encap)
+    limits.raise_nofile()
+    # signals are recorded from here on (a probe's forked helper inherits the recorder, so it
+    # cannot print an interruption of its own); each boundary turns one into the rollback
+    with interrupt.recording() as sig:
+        try:
+            plan = make_plan(topology, name=name, mode=mode, istio_version=istio_version, encap=encap)
+            sig.check()
+            with lab_lock(plan.lab, "up"):
+                return _up_locked(plan, topology, t0, sig, retain=retain, iptables_backend=iptables_backend,
+                                  progress=progress, timeout=timeout)
+        except KeyboardInterrupt:
+            signum = sig.signum or signal.SIGINT
+            raise interrupt.Interrupted(f"interrupted by {interrupt.name(signum)} before anything was built",
+                                        signum) from None
+
+
+def _up_locked(plan: Plan, topology: str, t0: float, sig: interrupt.Recorder, *, retain: bool,
+               iptables_backend: str, progress: Progress, timeout: float | None) -> UpResult:
     lab = plan.lab
     sha = plan_sha(plan)
-    rec = load_record(lab)
+    try:
+        rec = load_record(lab)
+    except UnreadableRecord as e:
+        raise LabError(e.message, hint=f"run `netlab down {lab}` first, or pick another --name") from None
     if rec is not None:
-        if rec.plan_sha == sha and rec.state == "up" and _supervisor_alive(lab):
-            return UpResult(lab, plan.mode, plan.istio_version, plan.encap, False, time.monotonic() - t0,
-                            netns=len(plan.namespaces), processes=len(plan.processes))
         if rec.plan_sha != sha:
             raise LabError(f"lab {lab!r} is already running with a different topology or mode "
                            f"({rec.topology}, {rec.mode})",
                            hint=f"run `netlab down {lab}` first, or pick another --name")
-        raise LabError(f"lab {lab!r} exists but is not healthy (state {rec.state})",
-                       hint=f"run `netlab down {lab}` and try again")
+        if rec.state == "up":
+            result = UpResult(lab, plan.mode, plan.istio_version, plan.encap, False, 0.0,
+                              netns=len(plan.namespaces), processes=len(plan.processes))
+            if supervisor_of(lab):
+                return replace(result, seconds=time.monotonic() - t0)
+            readopt(lab, progress=progress, timeout=timeout)
+            return replace(result, changed=True, recovered=True, seconds=time.monotonic() - t0)
+        if creator_alive(rec):
+            raise LabError(f"lab {lab!r} is being created by pid {rec.creator_pid}",
+                           hint="wait for it, or stop it (Ctrl-C or SIGTERM rolls it back)")
+        raise LabError(f"lab {lab!r} was left half-built (state {rec.state}; its `up`, pid "
+                       f"{rec.creator_pid}, is gone)", hint=f"run `netlab down {lab}` (or `netlab gc`) and try again")
     leftovers = lab_netns(lab)
     if leftovers:
         raise LabError(f"lab {lab!r} has leftovers from an earlier run ({len(leftovers)} netns)",
-                       hint="run `netlab gc` (or `netlab down " + lab + "`)")
-    if mode == "node-routing" and plan.encap in ("geneve", "vxlan") and not kernel_has(plan.encap, lab):
+                       hint=f"run `netlab down {lab}`")
+    check_fd_budget(plan)
+    if plan.mode == "node-routing" and plan.encap in ("geneve", "vxlan") and not kernel_has(plan.encap):
         raise PreflightError(f"this kernel cannot create {plan.encap} links",
                              hint="use --encap geneve-user (the userspace Geneve forwarder) or --encap auto")
     state = names.state_dir(lab)
-    # Ctrl-C stops a fresh `up` at the next object boundary, never inside a kernel call:
-    # pyroute2 creates a netns from a helper process, and interrupting it there would let the
-    # netns appear after the rollback. The handler only records; every boundary re-raises.
-    interrupted: list[int] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        interrupted.append(signum)
 
     def checked(stage: str, done: int, total: int) -> None:
-        if interrupted:
-            raise KeyboardInterrupt
+        sig.check()
         progress(stage, done, total)
 
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
     record = LabRecord(
         lab=lab, topology=os.path.abspath(topology) if os.path.exists(topology) else topology, mode=plan.mode,
         istio_version=plan.istio_version, encap=plan.encap, plan_sha=sha, iptables_backend=iptables_backend,
@@ -204,54 +205,78 @@ def up(topology: str, *, name: str | None = None, mode: str = "node-routing", is
         roles={n.member: n.role for n in plan.namespaces},
         pods={w.name: {"node": w.node, "ip": w.ip, "namespace": w.namespace, "ambient": w.hbone, "uid": w.pod_uid}
               for w in plan.registry.workloads},
-        nodes=plan.nodes,
-        created=time.time())
+        nodes=plan.nodes, created=time.time(),
+        creator_pid=os.getpid(), creator_start=reaper.start_time(os.getpid()))
     try:
-        os.makedirs(os.path.join(state, "logs"), exist_ok=True)
+        os.makedirs(names.logs_dir(state), exist_ok=True)
         record.save()
         with open(os.path.join(state, "plan.txt"), "w") as f:
             f.write(plan.render())
         apply_plan(plan, progress=checked, iptables_backend=iptables_backend)
         record.netns = {n.name: netns_mod.inode(n.name) or 0 for n in plan.namespaces}
         record.save()
+        sig.check()
         specs.prepare_mesh(plan, state)
         procs = specs.specs(plan, state, iptables_backend)
         start_supervisor(lab, procs)
-        wait_ready(lab, len(procs), progress=checked,
-                   timeout=timeout or (20.0 + 0.1 * len(procs)))
+        budget = timeout or (START_TIMEOUT_S + 0.1 * len(procs))
+        wait_ready(lab, len(procs), progress=checked, timeout=budget)
+        if plan.mode == "inpod":
+            wait_mesh(lab, progress=checked, timeout=budget)
         checked("ready", 1, 1)
+        sig.armed = False  # the lab is up: a signal from now on does not undo it
         record.state = "up"
         record.save()
     except BaseException as e:
         if not retain:
-            with _no_sigint():
+            with interrupt.ignored():
                 progress("rollback", 0, 1)
-                down(lab)
-        if isinstance(e, KeyboardInterrupt) or interrupted:
-            raise LabError(f"interrupted: lab {lab!r} " + ("kept (--retain)" if retain else "rolled back"),
-                           hint=None) from None
+                down_locked(lab)
+        kept = "kept (--retain)" if retain else "rolled back"
+        if isinstance(e, KeyboardInterrupt) or sig.signals:
+            signum = sig.signum or signal.SIGINT
+            raise interrupt.Interrupted(f"interrupted by {interrupt.name(signum)}: lab {lab!r} {kept}", signum) from None
+        if isinstance(e, OSError) and not isinstance(e, NetlabError):  # a full or read-only state dir...
+            where = f" ({e.filename})" if e.filename else ""
+            raise LabError(f"lab {lab!r} {kept}: {e.strerror or e}{where}",
+                           hint=f"check free space and permissions of {names.STATE_ROOT}") from None
         raise
-    finally:
-        signal.signal(signal.SIGINT, old_handler)
     return UpResult(lab, plan.mode, plan.istio_version, plan.encap, True, time.monotonic() - t0,
                     netns=len(plan.namespaces), processes=len(plan.processes))
 
 
-def start_supervisor(lab: str, procs: list[dict]) -> int:
-    import json
-
+def start_supervisor(lab: str, procs: list[ProcessSpec] | None = None) -> int:
+    """Spawn the lab's supervisor (``procs`` written first; None: the specs already saved)."""
     state = names.state_dir(lab)
-    with open(os.path.join(state, "processes.json"), "w") as f:
-        json.dump(procs, f, indent=1)
-    logf = open(os.path.join(state, "logs", "supervisor.log"), "ab")
+    if procs is not None:
+        with open(names.processes_path(state), "w") as f:
+            json.dump([p.to_json() for p in procs], f, indent=1)
+    logf = open(os.path.join(names.logs_dir(state), "supervisor.log"), "ab")
     try:
-        p = subprocess.Popen([sys.executable, "-m", "netlab.runtime.supervisor", lab], stdin=subprocess.DEVNULL,
+        p = subprocess.Popen([sys.executable, "-m", supervisor.__name__, lab], stdin=subprocess.DEVNULL,
                              stdout=logf, stderr=logf, start_new_session=True, close_fds=True)
     finally:
         logf.close()
-    with open(os.path.join(state, "supervisor.pid"), "w") as f:
-        f.write(f"{p.pid}\n")
+    write_supervisor_pid(lab, p.pid)
     return p.pid
+
+
+def readopt(lab: str, *, progress: Progress = _noop, timeout: float | None = None) -> None:
+    """A lab whose supervisor died: its processes run on unsupervised (nothing restarts them,
+    ``restart`` has nobody to ask). Stop those orphans (found by netns inode, as ``down``
+    does) and start a new supervisor from the saved specs: the lab is supervised again, in
+    place, with its netns and rules untouched."""
+    state = names.state_dir(lab)
+    with open(names.processes_path(state)) as f:
+        count = len(json.load(f))
+    rec = load_record(lab)
+    inodes = {i for i in (netns_mod.inode(n) for n in lab_netns(lab, rec)) if i}
+    reaper.terminate(reaper.pids_in(inodes))
+    start_supervisor(lab)
+    budget = timeout or (START_TIMEOUT_S + 0.1 * count)
+    wait_ready(lab, count, progress=progress, timeout=budget)
+    if rec is not None and rec.mode == "inpod":
+        wait_mesh(lab, progress=progress, timeout=budget)
 
 
 def wait_ready(lab: str, count: int, *, progress: Progress = _noop, timeout: float = 30.0) -> list[dict]:
@@ -261,7 +286,7 @@ def wait_ready(lab: str, count: int, *, progress: Progress = _noop, timeout: flo
     while time.monotonic() < deadline:
         if pid and not reaper.alive(pid):
             raise ProcessError(f"lab {lab}: the supervisor exited during start-up",
-                               hint=f"see {names.state_dir(lab)}/logs/supervisor.log")
+                               hint=f"see {names.logs_dir(names.state_dir(lab))}/supervisor.log")
         try:
             st = supervisor.request(lab, {"op": "status"}, timeout=2)
         except OSError:
@@ -276,75 +301,27 @@ def wait_ready(lab: str, count: int, *, progress: Progress = _noop, timeout: flo
         if crashing:
             p = crashing[0]
             raise ProcessError(f"lab {lab}: {p['name']} keeps exiting (codes {p['exit_codes']})",
-                               hint=f"see {names.state_dir(lab)}/logs/{supervisor.log_name(p['name'])}")
+                               hint=f"see {names.logs_dir(names.state_dir(lab))}/{supervisor.log_name(p['name'])}")
         time.sleep(0.05)
     waiting = [p["name"] for p in last if not p["ready"]]
     raise ProcessError(f"lab {lab}: processes not ready after {timeout:.0f}s: {', '.join(waiting[:5]) or '?'}")
 
 
-def _supervisor_alive(lab: str) -> bool:
-    pid = supervisor_pid(lab)
-    return bool(pid and reaper.alive(pid) and "netlab.runtime.supervisor" in " ".join(reaper.cmdline(pid)))
-
-
-def down(lab: str) -> DownResult:
-    """Remove everything of ``lab``: processes, netns, hosts files, state. Safe to repeat."""
-    t0 = time.monotonic()
-    require_root()
-    if lab not in known_labs() and not lab_netns(lab) and not hosts_mod.lab_hosts_dirs(names.netns(lab, "")):
-        raise LabError(f"no lab named {lab!r}", hint="`netlab status` lists the labs")
-    stopped: list[int] = []
-    pid = supervisor_pid(lab)
-    if pid and _supervisor_alive(lab):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 6
-        while reaper.alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if reaper.alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        stopped.append(pid)
-    nss = lab_netns(lab)
-    inodes = {i for i in (netns_mod.inode(n) for n in nss) if i}
-    try:
-        rec = load_record(lab)
-    except LabError:  # an unreadable record must not stop the teardown
-        rec = None
-    if rec:
-        inodes |= {i for i in rec.netns.values() if i}
-    # one /proc scan: threads in a lab netns, or an fd on one (recorded pids are found this way
-    # too, and a recorded pid that left the lab's netns is somebody else's process by now)
-    victims = reaper.pids_in(inodes, {os.path.join(d, n) for n in nss for d in ("/run/netns", "/var/run/netns")})
-    stopped += sorted(reaper.terminate(victims))
-    for n in nss:
-        netns_mod.remove(n)
-    files = []
-    longer = _longer_prefixes(lab)
-    for d in hosts_mod.lab_hosts_dirs(names.netns(lab, "")):
-        if not any(d.startswith(o) for o in longer):
-            hosts_mod.remove_hosts(d)
-            files.append(os.path.join(names.ETC_NETNS, d))
-    if os.path.isdir(names.state_dir(lab)):
-        remove_state(lab)
-        files.append(names.state_dir(lab))
-    return DownResult(lab, nss, stopped, files, time.monotonic() - t0)
-
-
-def gc() -> list[DownResult]:
-    """Remove labs whose supervisor is gone (crash, kill -9, reboot of the supervisor)."""
-    require_root()
-    out = []
-    for lab in known_labs():
-        if not _supervisor_alive(lab):
-            out.append(down(lab))
-    # hosts dirs whose netns is gone and that no lab claims
-    for d in hosts_mod.lab_hosts_dirs(names.MARKER):
-        if not os.path.exists(os.path.join("/var/run/netns", d)):
-            hosts_mod.remove_hosts(d)
-            out.append(DownResult(d, files_removed=[os.path.join(names.ETC_NETNS, d)]))
-    return out
+def wait_mesh(lab: str, *, progress: Progress = _noop, timeout: float = 30.0) -> None:
+    """In-pod: wait until ztunnel has acknowledged every enrolled pod over ZDS, as Istio's CNI
+    plugin holds each pod's start until then; before the ack the pod's traffic is redirected
+    to listeners that do not exist yet (connection refused)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = mesh_readiness(lab)
+        progress("mesh", len(m.ready), len(m.ready) + len(m.waiting))
+        if not m.waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise ProcessError(f"lab {lab}: ztunnel has not acknowledged {len(m.waiting)} pods after "
+                               f"{timeout:.0f}s: {', '.join(m.waiting[:5])}",
+                               hint=f"see {names.logs_dir(names.state_dir(lab))}/ for the cni-agent and ztunnel logs")
+        time.sleep(0.05)
 
 
 def default_lab(lab: str | None) -> str:
@@ -373,4 +350,5 @@ def target_netns(lab: str, target: str) -> str:
                    hint="targets: " + ", ".join(sorted(k for k in rec.members if k != "net")))
 
 
-__all__ = ["DownResult", "NetlabError", "UpResult", "default_lab", "down", "gc", "known_labs", "up"]
+__all__ = ["DownResult", "NetlabError", "UpResult", "default_lab", "down", "gc", "known_labs", "lab_netns",
+           "require_root", "up"]

@@ -35,23 +35,34 @@ class LabRecord:
     nodes: dict[str, dict] = field(default_factory=dict)  # node -> {gateway, ztunnel_ip}
     created: float = 0.0
     state: str = "creating"  # creating -> up
+    # the `netlab up` that is making the lab (pid + start time: a recycled pid is not it);
+    # gc removes a lab left `creating` once this process is gone
+    creator_pid: int = 0
+    creator_start: int | None = None
 
     def path(self) -> str:
-        return os.path.join(names.state_dir(self.lab), "lab.json")
+        return names.record_path(names.state_dir(self.lab))
 
     def save(self) -> None:
         os.makedirs(names.state_dir(self.lab), exist_ok=True)
         write_atomic(self.path(), json.dumps(asdict(self), indent=1, sort_keys=True))
 
 
+class UnreadableRecord(LabError):
+    """``lab.json`` exists but cannot be parsed: the lab is shown as unreadable, and ``down``
+    (or ``gc``, once no supervisor serves it) removes it by its markers."""
+
+
 def load_record(lab: str) -> LabRecord | None:
     try:
-        with open(os.path.join(names.state_dir(lab), "lab.json")) as f:
+        with open(names.record_path(names.state_dir(lab))) as f:
             return LabRecord(**json.load(f))
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as e:
-        raise LabError(f"lab {lab}: state record is unreadable ({e}); run `netlab gc`") from None
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UnreadableRecord(f"lab {lab}: state record is unreadable ({msg})",
+                               hint=f"`netlab down {lab}` removes the lab by its markers") from None
 
 
 @contextlib.contextmanager
@@ -91,7 +102,13 @@ def remove_state(lab: str) -> None:
 
 def supervisor_pid(lab: str) -> int | None:
     try:
-        with open(os.path.join(names.state_dir(lab), "supervisor.pid")) as f:
+        with open(names.supervisor_pid_path(names.state_dir(lab))) as f:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def write_supervisor_pid(lab: str, pid: int) -> None:
+    """The one writer of ``supervisor.pid`` (``up`` and a supervisor restart, right after the
+    spawn: the pid is known before the supervisor runs a line of its own)."""
+    write_atomic(names.supervisor_pid_path(names.state_dir(lab)), f"{pid}\n")

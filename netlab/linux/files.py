@@ -19,22 +19,31 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 
-def write_atomic(path: str, data: str | bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and ``os.replace``.
-
-    ``mode`` is the new file's permission bits (``0o600`` for private keys). On any error the
-    temporary file is removed and ``path`` is left as it was.
-    """
+@contextlib.contextmanager
+def replacing(path: str, *, mode: int = 0o644) -> Iterator[str]:
+    """``with replacing(path) as tmp:`` write ``tmp`` (e.g. with a streaming writer); on a normal
+    exit it is renamed over ``path``, on an exception removed and ``path`` left as it was."""
     d, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data.encode() if isinstance(data, str) else data)
+        os.fchmod(fd, mode)
+        os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str, data: str | bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and ``os.replace``.
+
+    ``mode`` is the new file's permission bits (``0o600`` for private keys, ``0o755`` for
+    scripts). On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    with replacing(path, mode=mode) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)

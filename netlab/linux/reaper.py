@@ -96,3 +96,27 @@ def terminate(pids: set[int], timeout: float = 2.0) -> set[int]:
         left = {p for p in left if alive(p)}
         time.sleep(0.01)
     return pids
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22): with the pid,
+    an identity a recycled pid cannot fake."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """Is ``pid`` still the process that started at ``started`` (and not a zombie)?"""
+    return bool(pid) and alive(pid) and (started is None or start_time(pid) == started)
+
+
+def state_of(pid: int) -> str | None:
+    """The process state letter (R, S, D, T stopped, Z zombie...), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return None

@@ -29,7 +29,9 @@ def log_files(lab: str, target: str) -> list[str]:
     if target == "supervisor":
         files = ["supervisor.log"]
     elif target in rec.roles and rec.roles[target] == "node":
-        files = [log_name(f"geneve/{target}"), log_name(f"cni-agent/{target}")]
+        # node-routing: istio-cni's node work (enroll/unenroll, cleanupNode) is logged by netlab
+        # itself in istio-cni.<node>.log; inpod: the CNI agent process writes cni-agent.<node>.log
+        files = [log_name(f"geneve/{target}"), f"istio-cni.{target}.log", log_name(f"cni-agent/{target}")]
     elif target.startswith("ztunnel-"):
         node = target[len("ztunnel-"):]
         files = [f"ztunnel.{node}.access.log", log_name(f"ztunnel/{node}")]

@@ -12,6 +12,7 @@ from typing import Literal
 
 Direction = Literal["in", "out"]  # as the capturing interface saw the packet (PACKET_OUTGOING = out)
 Encap = Literal["none", "geneve", "hbone"]
+Flow = Literal["forward", "reverse"]  # client -> server (the SYN's way), or the replies
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class InterfaceCapture:
     pcap: str  # path of ``<netns>__<device>.pcap``
     packets: int
     kernel_drops: int  # PACKET_STATISTICS tp_drops (or tcpdump's "dropped by kernel")
+    member: str = ""  # the lab TARGET owning the netns (pod, node, ztunnel-<node>, net)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class CaptureResult:
     merged: str  # path of the merged pcapng (interface descriptions name netns and device)
     interfaces: tuple[InterfaceCapture, ...]
     command_rc: int | None  # exit code of the command run in TARGET, None for --seconds
+    interrupted: bool = False  # Ctrl-C: the files are still complete and closed
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Hop:
     vni: int | None  # Geneve VNI when encap == "geneve"
     packets: int
     bytes: int  # on the wire, including every header as captured
+    flow: Flow = "forward"
+    syn: bool = False  # the connection's SYN was seen here (in this encapsulation)
+    member: str = ""  # the lab TARGET owning ``netns``
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,16 @@ class Leg:
     dst: str
     dport: int
     encap: Encap
-    hops: tuple[Hop, ...]
+    hops: tuple[Hop, ...]  # forward hops (client -> server), in time order
+    reverse_hops: tuple[Hop, ...] = ()  # the replies' hops, in time order
+    server_dst: str = ""  # the server's address as the server saw it (after DNAT/REDIRECT)
+    server_dport: int = 0
+    client: str = ""  # who opened it: a pod, ztunnel-<node>, or the address
+    server: str = ""  # who accepted it: a pod, ztunnel-<node>:<port>, or the address
+    role: str = "direct"  # direct | to-ztunnel | hbone | from-ztunnel
+    payload_up: int = 0  # TCP payload bytes client -> server (each sequence byte once)
+    payload_down: int = 0
+    start: float = 0.0  # first packet, epoch seconds
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,9 @@ class Path:
     server: str  # pod name, or the destination address when no pod owns it
     legs: tuple[Leg, ...]
     ztunnels: tuple[str, ...] = field(default=())  # ztunnel-<node> names traversed, in order
+    access_log: tuple[str, ...] = field(default=())  # the ztunnel access-log lines that joined the legs
+    app_bytes_up: int | None = None  # what the access log says the app sent / received
+    app_bytes_down: int | None = None
 
     @property
     def hops(self) -> tuple[Hop, ...]:
@@ -91,6 +109,8 @@ class RuleMatch:
     mark_before: int
     mark_after: int
     verdict: str  # TPROXY, REDIRECT, DNAT, ACCEPT, MARK, CONNMARK, ...
+    packet: str = "SYN"  # which of the connection's packets (TCP flags) matched it
+    member: str = ""  # the lab TARGET owning ``netns``
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,12 @@ class RouteDecision:
     netns: str
     priority: int
     table: str
-    route: str  # as ``ip route get`` prints it
+    route: str  # the table's entry that matched, as ``ip route show table T`` prints it (``ip route get fibmatch``)
+    packet: str = "SYN"
+    member: str = ""
+    iif: str | None = None  # the packet's input interface (None: sent from this netns)
+    mark: int = 0  # the packet's mark when the route was looked up
+    resolved: str = ""  # the route for this packet, as ``ip route get`` prints it
 
 
 @dataclass(frozen=True)
@@ -111,3 +136,6 @@ class Trace:
     source: str
     destination: str
     steps: tuple[RuleMatch | RouteDecision, ...]
+    sport: int = 0  # the traced connection's source port
+    connected: bool = False  # whether the connection was accepted
+    netns_order: tuple[str, ...] = ()  # netns in the order the SYN reached them (from a capture)

@@ -46,6 +46,27 @@ def hosts_file(topo: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_options(*, lab: str | None, mode: str, istio_version: str | None, encap: str) -> None:
+    """The choices a user makes on the command line, each refused with the valid values.
+
+    Called by :func:`build_plan`, and by ``up`` before anything else runs (a kernel probe
+    included), so a bad ``--name`` or ``--encap`` never reaches the kernel.
+
+    >>> check_options(lab="demo", mode="inpod", istio_version=None, encap="bogus")
+    Traceback (most recent call last):
+    netlab.errors.PlanError: unknown encap 'bogus' (choose from auto, geneve, geneve-user, vxlan)
+    """
+    if lab is not None and not names.LAB_NAME_RE.match(lab):
+        raise PlanError(f"lab name {lab!r} must be 1-24 lower-case letters, digits or '-', "
+                        "starting and ending with a letter or digit")
+    if mode not in MODES:
+        raise PlanError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if mode != "none" and istio_version is not None and istio_version not in VERSIONS[mode]:
+        raise PlanError(f"mode {mode} reproduces Istio {', '.join(VERSIONS[mode])}, not {istio_version}")
+    if encap not in ENCAPS:
+        raise PlanError(f"unknown encap {encap!r} (choose from {', '.join(ENCAPS)})")
+
+
 def build_plan(topo: Topology, *, lab: str | None = None, mode: str = "none",
                istio_version: str | None = None, encap: str = "geneve-user") -> Plan:
     """The desired state of a whole lab.
@@ -57,19 +78,11 @@ def build_plan(topo: Topology, *, lab: str | None = None, mode: str = "none",
     >>> t = Topo("demo").node("n1").pod("a", node="n1", app="sleep").build()
     >>> p = build_plan(t)
     >>> [n.name for n in p.namespaces]
-    ['nl-demo-a', 'nl-demo-n1', 'nl-demo-net']
+    ['nl-demo.a', 'nl-demo.n1', 'nl-demo.net']
     """
     lab = lab or topo.name
-    if not names.LAB_NAME_RE.match(lab):
-        raise PlanError(f"lab name {lab!r} must be 1-24 lower-case letters, digits or '-'")
-    if mode not in MODES:
-        raise PlanError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if mode == "none":
-        istio_version = None
-    else:
-        istio_version = istio_version or DEFAULT_VERSION[mode]
-        if istio_version not in VERSIONS[mode]:
-            raise PlanError(f"mode {mode} reproduces Istio {', '.join(VERSIONS[mode])}, not {istio_version}")
+    check_options(lab=lab, mode=mode, istio_version=istio_version, encap=encap)
+    istio_version = None if mode == "none" else istio_version or DEFAULT_VERSION[mode]
     if encap not in ("geneve", "geneve-user", "vxlan"):
         raise PlanError(f"encap {encap!r} is not concrete here (auto is resolved by apply)")
     members = [n.name for n in topo.nodes] + [p.name for p in topo.pods] + ["net"]

@@ -21,7 +21,7 @@ netlab (``dns=True`` adds Istio's DNS rules of that version).
 enrollment, with :func:`pod_objects` and :func:`host_objects`. The plan only *shows* it,
 in each netns's "applied by the CNI agent" section.
 
->>> routes, rules, text = pod_objects("nl-demo-a", "1.22")
+>>> routes, rules, text = pod_objects("nl-demo.a", "1.22")
 >>> routes[0].render(), rules[0].render()
 ('route add local 0.0.0.0/0 dev lo table 100', 'rule add pref 32764 fwmark 0x111/0xfff lookup 100')
 >>> [ln for ln in text.splitlines() if "15006" in ln]  # doctest: +NORMALIZE_WHITESPACE
@@ -181,7 +181,7 @@ def pod_rules(ns: str) -> tuple[Rule, ...]:
 def pod_objects(ns: str, version: str, *, dns: bool = False) -> tuple[tuple[Route, ...], tuple[Rule, ...], str]:
     """What ``CreateInpodRules`` makes in pod netns ``ns``, in its order: route, rule, iptables text.
 
-    >>> r, ru, t = pod_objects("nl-x-a", "1.24")
+    >>> r, ru, t = pod_objects("nl-x.a", "1.24")
     >>> "-A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff " \\
     ...     "-j REDIRECT --to-ports 15006" in t.splitlines()
     True
@@ -293,7 +293,7 @@ def wanted_host_chains(version: str) -> dict[str, dict[str, list[str]]]:
 def host_objects(node_ns: str, version: str, entries: tuple[IpsetEntry, ...] = ()) -> tuple[IpsetSet, str]:
     """The node's probe ipset (with ``entries``: pod IP, comment = pod UID) and nat rules text.
 
-    >>> s, t = host_objects("nl-x-n1", "1.23")
+    >>> s, t = host_objects("nl-x.n1", "1.23")
     >>> s.name, t.splitlines()[1]
     ('istio-inpod-probes-v4', '-N ISTIO_POSTRT')
     """

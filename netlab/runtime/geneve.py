@@ -31,7 +31,7 @@ Fast path (numbers in ``docs/geneve.md``):
 
 Example::
 
-    python -m netlab.runtime.geneve --node-netns nl-lab-worker --pod-netns nl-lab-ztunnel-worker \\
+    python -m netlab.runtime.geneve --node-netns nl-lab.worker --pod-netns nl-lab.ztunnel-worker \\
         --node-ip 10.244.1.1 --pod-ip 10.244.1.2 --stats-file /run/netlab/lab/geneve-worker.json
 """
 

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from netlab.errors import TopologyError
-from netlab.topology.model import AMBIENT_LABEL, AMBIENT_VALUE, Topology
+from netlab.topology.load import errors_of, fmt_loc
+from netlab.topology.model import AMBIENT_LABEL, AMBIENT_VALUE, LocatedError, Topology
 
 
 class Topo:
@@ -50,5 +51,10 @@ class Topo:
     def build(self) -> Topology:
         try:
             return Topology.model_validate(self._d).resolved()
-        except (ValidationError, ValueError) as e:
+        except ValidationError as e:
+            raise TopologyError(f"topology {self._d['name']!r}: "
+                                + "; ".join(f"{fmt_loc(loc)}: {msg}" for loc, msg in errors_of(e))) from None
+        except LocatedError as e:
+            raise TopologyError(f"topology {self._d['name']!r}: {fmt_loc(e.loc)}: {e}") from None
+        except ValueError as e:
             raise TopologyError(f"topology {self._d['name']!r}: {e}") from None

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from netlab.errors import TopologyError
-from netlab.topology.model import Topology
+from netlab.topology.model import LocatedError, Topology
 
 Path = tuple[Any, ...]
 
@@ -40,11 +40,24 @@ def _line_of(loc: Path, lines: dict[Path, int]) -> int | None:
     return lines.get(())
 
 
-def _fmt_loc(loc: Path) -> str:
+def fmt_loc(loc: Path) -> str:
     out = ""
     for x in loc:
         out += f"[{x}]" if isinstance(x, int) else (f".{x}" if out else str(x))
     return out or "(top level)"
+
+
+def errors_of(e: ValidationError) -> list[tuple[Path, str]]:
+    """Each of pydantic's errors as (YAML path, message); a whole-model check that raised a
+    :class:`LocatedError` contributes the path of the entry it is about."""
+    out: list[tuple[Path, str]] = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, LocatedError):
+            loc += cause.loc
+        out.append((loc, err["msg"].removeprefix("Value error, ")))
+    return out
 
 
 def load_topology_text(text: str, source: str = "<string>", *, resolve: bool = True) -> Topology:
@@ -69,17 +82,14 @@ def load_topology_text(text: str, source: str = "<string>", *, resolve: bool = T
     try:
         topo = Topology.model_validate(data)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line = _line_of(loc, lines)
-            msg = err["msg"].removeprefix("Value error, ")
-            msgs.append(f"{source}:{line}: {_fmt_loc(loc)}: {msg}")
-        raise TopologyError("; ".join(msgs)) from None
+        raise TopologyError("; ".join(f"{source}:{_line_of(loc, lines)}: {fmt_loc(loc)}: {msg}"
+                                      for loc, msg in errors_of(e))) from None
     if not resolve:
         return topo
     try:
         return topo.resolved()
+    except LocatedError as e:
+        raise TopologyError(f"{source}:{_line_of(e.loc, lines)}: {fmt_loc(e.loc)}: {e}") from None
     except ValueError as e:
         raise TopologyError(f"{source}: {e}") from None
 
@@ -96,20 +106,27 @@ def load_topology(path: str, *, resolve: bool = True) -> Topology:
 
 
 def shipped_dir() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for cand in (os.path.join(here, "topologies"), os.path.join(os.path.dirname(here), "topologies")):
-        if os.path.isdir(cand):
-            return cand
-    return os.path.join(here, "topologies")
+    """The topologies shipped inside the package (``netlab/topologies/``, installed as package
+    data), so a bare name works from any directory and from a non-editable install."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "topologies")
+
+
+def shipped_names() -> list[str]:
+    """``['bookinfo', 'minimal', 'scale']``: what a bare TOPOLOGY name may be."""
+    try:
+        return sorted(f.removesuffix(".yaml") for f in os.listdir(shipped_dir()) if f.endswith(".yaml"))
+    except FileNotFoundError:
+        return []
 
 
 def find_topology(path: str) -> str:
-    if os.path.exists(path):
+    """A file path as given, else a shipped topology by bare name (``bookinfo`` or ``bookinfo.yaml``)."""
+    if os.path.isfile(path):
         return path
     if os.sep not in path:
         base = path if path.endswith((".yaml", ".yml")) else path + ".yaml"
         cand = os.path.join(shipped_dir(), base)
-        if os.path.exists(cand):
+        if os.path.isfile(cand):
             return cand
     raise TopologyError(f"{path}: no such topology file",
-                        hint=f"shipped topologies are in {shipped_dir()}")
+                        hint=f"give a YAML file, or a shipped topology: {', '.join(shipped_names())}")

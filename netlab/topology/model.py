@@ -24,6 +24,22 @@ DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IFNAME_BAD = re.compile(r"[\s/:]")
 
 
+Loc = tuple[str | int, ...]
+
+
+class LocatedError(ValueError):
+    """A validation error that knows which entry of the topology file it is about.
+
+    ``loc`` is a YAML path such as ``("pods", 3, "ip")`` (indices as written in the file, before
+    replicas expand), so the loader can print the file's line for errors that no single
+    pydantic field owns: an unknown node, a duplicate name, an address clash.
+    """
+
+    def __init__(self, message: str, loc: Loc = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def _dns_label(v: str, what: str, max_len: int = 63) -> str:
     if not DNS1123.match(v) or len(v) > max_len:
         raise ValueError(
@@ -167,15 +183,16 @@ class Topology(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Topology:
-        _unique("node", [n.name for n in self.nodes])
-        _unique("namespace", [n.name for n in self.namespaces])
-        _unique("service", [f"{s.namespace}/{s.name}" for s in self.services])
+        _unique("node", [n.name for n in self.nodes], "nodes")
+        _unique("namespace", [n.name for n in self.namespaces], "namespaces")
+        _unique("service", [f"{s.namespace}/{s.name}" for s in self.services], "services")
         nodes = {n.name for n in self.nodes}
         for i, p in enumerate(self.pods):
             if p.node not in nodes:
-                raise ValueError(f"pods[{i}] {p.name!r}: unknown node {p.node!r} (nodes: {', '.join(sorted(nodes))})")
+                raise LocatedError(f"pod {p.name!r}: unknown node {p.node!r} (nodes: {', '.join(sorted(nodes))})",
+                                   ("pods", i, "node"))
             if p.replicas > 1 and p.ip is not None:
-                raise ValueError(f"pods[{i}] {p.name!r}: a fixed ip cannot be used with replicas > 1")
+                raise LocatedError(f"pod {p.name!r}: a fixed ip cannot be used with replicas > 1", ("pods", i, "ip"))
         return self
 
     # -- resolution ------------------------------------------------------------------------
@@ -210,12 +227,37 @@ class Topology(_Strict):
                 and all(p.labels.get(k) == v for k, v in svc.selector.items())]
 
 
-def _unique(what: str, names: list[str]) -> None:
+def _unique(what: str, names: list[str], section: str, index: list[int] | None = None,
+            field: str = "name") -> None:
+    """Refuse a repeated name, pointing at its second entry (``index`` maps a position in
+    ``names`` to the entry of ``section`` in the file, when replicas expanded it)."""
     seen: set[str] = set()
-    for n in names:
+    for i, n in enumerate(names):
         if n in seen:
-            raise ValueError(f"duplicate {what} {n!r}")
+            raise LocatedError(f"duplicate {what} {n!r}", (section, index[i] if index else i, field))
         seen.add(n)
+
+
+def _explicit_underlay_ips(t: Topology) -> set[ipaddress.IPv4Address]:
+    """Fixed node underlay addresses, checked like pod IPs: unique, inside the underlay, and
+    not its network, broadcast or bridge (.1, the underlay's gateway) address."""
+    ul = t.addressing.underlay
+    reserved = {ul.network_address: "the underlay's network address",
+                ul.broadcast_address: "the underlay's broadcast address",
+                ul.network_address + 1: "the underlay bridge's own address"}
+    seen: dict[ipaddress.IPv4Address, str] = {}
+    for n in t.nodes:
+        ip = n.underlay_ip
+        if ip is None:
+            continue
+        if ip not in ul:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is outside {ul}")
+        if ip in reserved:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is {reserved[ip]}")
+        if ip in seen:
+            raise ValueError(f"node {n.name!r}: underlay_ip {ip} is already node {seen[ip]!r}'s")
+        seen[ip] = n.name
+    return set(seen)
 
 
 def resolve(t: Topology) -> Topology:
@@ -224,65 +266,72 @@ def resolve(t: Topology) -> Topology:
     next(subnets)  # 10.244.0.0/24 is the (absent) control plane's, as in kind
     nodes: list[Node] = []
     used_cidrs = {n.pod_cidr for n in t.nodes if n.pod_cidr}
-    used_under = {n.underlay_ip for n in t.nodes if n.underlay_ip}
+    used_under = _explicit_underlay_ips(t)
     under_hosts = a.underlay.hosts()
     next(under_hosts)  # .1 is the underlay bridge's gateway address
-    for n in t.nodes:
+    for ni, n in enumerate(t.nodes):
         cidr = n.pod_cidr
         while cidr is None:
             c = next(subnets, None)
             if c is None:
-                raise ValueError(f"pod_cidr {a.pod_cidr} has no free /24 left for node {n.name!r}")
+                raise LocatedError(f"pod_cidr {a.pod_cidr} has no free /24 left for node {n.name!r}", ("nodes", ni))
             cidr = None if c in used_cidrs else c
         uip = n.underlay_ip
         while uip is None:
             h = next(under_hosts, None)
             if h is None:
-                raise ValueError(f"underlay {a.underlay} has no free address left for node {n.name!r}")
+                raise LocatedError(f"underlay {a.underlay} has no free address left for node {n.name!r}",
+                                   ("nodes", ni))
             uip = None if h in used_under else h
         if uip not in a.underlay:
-            raise ValueError(f"node {n.name!r}: underlay_ip {uip} is outside {a.underlay}")
+            raise LocatedError(f"node {n.name!r}: underlay_ip {uip} is outside {a.underlay}",
+                               ("nodes", ni, "underlay_ip"))
         nodes.append(n.model_copy(update={"pod_cidr": cidr, "underlay_ip": uip}))
     cidrs = [c for n in nodes if (c := n.pod_cidr) is not None]  # every node has one by now
     for i, c in enumerate(cidrs):
-        for c2 in cidrs[i + 1:]:
+        for j, c2 in enumerate(cidrs[i + 1:], i + 1):
             if c.overlaps(c2):
-                raise ValueError(f"pod CIDRs {c} and {c2} overlap")
+                raise LocatedError(f"pod CIDRs {c} and {c2} overlap", ("nodes", j, "pod_cidr"))
     by_node = {n.name: n for n in nodes}
 
     # expand replicas, keep file order
     expanded: list[Pod] = []
-    for p in t.pods:
+    src: list[int] = []  # expanded[k] comes from t.pods[src[k]]
+    for i, p in enumerate(t.pods):
         if p.replicas == 1:
             expanded.append(p)
+            src.append(i)
             continue
         for r in range(p.replicas):
             labels = {"app": p.app_label, **p.labels}
             expanded.append(p.model_copy(update={"name": f"{p.name}-{r}", "replicas": 1, "labels": labels,
                                                  "service_account": p.sa}))
-    _unique("pod", [p.name for p in expanded])
+            src.append(i)
+    _unique("pod", [p.name for p in expanded], "pods", src)
 
     taken: dict[ipaddress.IPv4Address, str] = {}
     for n in nodes:
         taken[n.gateway] = f"node {n.name} gateway"
         taken[n.ztunnel_ip] = f"ztunnel of {n.name}"
-    for p in expanded:
+    for k, p in enumerate(expanded):
         if p.ip is None:
             continue
         node = by_node[p.node]
         if p.ip not in node.pod_cidr:  # type: ignore[operator]
-            raise ValueError(f"pod {p.name!r}: ip {p.ip} is not in node {node.name!r} pod CIDR {node.pod_cidr}")
+            raise LocatedError(f"pod {p.name!r}: ip {p.ip} is not in node {node.name!r} pod CIDR {node.pod_cidr}",
+                               ("pods", src[k], "ip"))
         if p.ip in taken:
-            raise ValueError(f"pod {p.name!r}: ip {p.ip} clashes with {taken[p.ip]}")
+            raise LocatedError(f"pod {p.name!r}: ip {p.ip} clashes with {taken[p.ip]}", ("pods", src[k], "ip"))
         taken[p.ip] = f"pod {p.name}"
     free = {n.name: n.pod_cidr.hosts() for n in nodes}  # type: ignore[union-attr]
     pods: list[Pod] = []
-    for p in expanded:
+    for k, p in enumerate(expanded):
         ip = p.ip
         while ip is None:
             h = next(free[p.node], None)
             if h is None or h == by_node[p.node].pod_cidr.broadcast_address:  # type: ignore[union-attr]
-                raise ValueError(f"node {p.node!r}: pod CIDR is full, cannot place pod {p.name!r}")
+                raise LocatedError(f"node {p.node!r}: pod CIDR is full, cannot place pod {p.name!r}",
+                                   ("pods", src[k]))
             if h not in taken:
                 ip = h
         taken[ip] = f"pod {p.name}"
@@ -297,15 +346,15 @@ def resolve(t: Topology) -> Topology:
         next(vips)  # .1 kubernetes, .10 kube-dns in kind; ours start at .10
     used_vips = {s.vip for s in t.services if s.vip}
     services: list[Service] = []
-    for s in t.services:
+    for si, s in enumerate(t.services):
         vip = s.vip
         while vip is None:
             h = next(vips, None)
             if h is None:
-                raise ValueError(f"service_cidr {a.service_cidr} is full")
+                raise LocatedError(f"service_cidr {a.service_cidr} is full", ("services", si))
             vip = None if h in used_vips else h
         if vip not in a.service_cidr:
-            raise ValueError(f"service {s.name!r}: vip {vip} is outside {a.service_cidr}")
+            raise LocatedError(f"service {s.name!r}: vip {vip} is outside {a.service_cidr}", ("services", si, "vip"))
         services.append(s.model_copy(update={"vip": vip}))
-    _unique("service VIP", [str(s.vip) for s in services])
+    _unique("service VIP", [str(s.vip) for s in services], "services", field="vip")
     return t.model_copy(update={"nodes": nodes, "pods": pods, "services": services, "namespaces": namespaces})

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the userspace Geneve forwarder against a plain veth, between the same two netns.
 
-Creates ``nl-gv-bnode`` and ``nl-gv-bzt`` (deleted at the end, also on error/Ctrl-C), a veth
+Creates ``nl-gv.bnode`` and ``nl-gv.bzt`` (deleted at the end, also on error/Ctrl-C), a veth
 ``10.244.9.1/24 <-> 10.244.9.2/24`` between them, the four TAPs (``netlab.apply.tuntap``) with
 Istio's tunnel addresses and MTU 1450, and one forwarder subprocess per forwarder variant. For
 each path it measures, node -> ztunnel pod:
@@ -33,10 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from netlab import names  # noqa: E402
 from netlab.apply import tuntap  # noqa: E402
 from netlab.linux import nsenter  # noqa: E402
 
-NODE, ZT = "nl-gv-bnode", "nl-gv-bzt"
+NODE, ZT = names.netns("gv", "bnode"), names.netns("gv", "bzt")
 NODE_IP, ZT_IP = "10.244.9.1", "10.244.9.2"
 VARIANTS = {  # the forwarder's default is "epoll" (offload on, one epoll thread)
     "epoll": ["--io", "epoll"],

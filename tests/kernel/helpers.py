@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from netlab import names
 from netlab.linux import reaper
 from netlab.linux.nsenter import NETNS_RUN_DIR, netns_path
 
@@ -65,7 +66,7 @@ def netlab(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
 
 def lab_netns(lab: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(f"nl-{lab}-"))
+        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(names.lab_prefix(lab)))
     except FileNotFoundError:
         return []
 

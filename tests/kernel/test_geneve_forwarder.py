@@ -1,6 +1,6 @@
 """The userspace Geneve forwarder between two real netns: ping, TCP, captures, clean exit.
 
-Creates ``nl-gv-node`` and ``nl-gv-zt`` (always deleted), a veth 10.244.9.1/24 <-> 10.244.9.2/24,
+Creates ``nl-gv.node`` and ``nl-gv.zt`` (always deleted), a veth 10.244.9.1/24 <-> 10.244.9.2/24,
 the four TAPs through ``netlab.apply.tuntap`` with Istio's tunnel addresses and MTU 1450, and
 runs ``python -m netlab.runtime.geneve`` as a real subprocess.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from netlab import names
 from netlab.apply import tuntap
 from netlab.linux import nsenter
 from netlab.runtime.geneve import Forwarder, TunnelSpec
@@ -35,7 +36,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE, ZT = "nl-gv-node", "nl-gv-zt"
+NODE, ZT = names.netns("gv", "node"), names.netns("gv", "zt")
 NODE_IP, ZT_IP = "10.244.9.1", "10.244.9.2"
 TUNNELS = {  # vni: (node tap, pod tap, node addr, pod addr)
     1000: ("istioin", "pistioin", "192.168.126.1", "192.168.126.2"),
@@ -303,7 +304,7 @@ def test_forwarded_pod_traffic_through_tunnel(forwarder: Running) -> None:
     forwards the pod's super-frames into the TAP, and writes received super-frames back out to a
     veth, where the kernel must segment them with the rebuilt gso_size.
     """
-    pod = "nl-gv-pod"
+    pod = names.netns("gv", "pod")
     try:
         run("ip", "netns", "add", pod)
         run("ip", "-n", NODE, "link", "add", "vethgvpod", "type", "veth", "peer", "name", "eth0", "netns", pod)

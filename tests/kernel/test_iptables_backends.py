@@ -28,7 +28,7 @@ NODES = ("ambient-worker", "ambient-worker2")
 
 def saved_rules(lab: str, backend: str) -> dict[str, dict]:
     v = iptables.backend_variant(backend)
-    return {n[len(f"nl-{lab}-"):]: iptables_save.by_chain(iptables.save(n, v)) for n in lab_netns(lab)}
+    return {names.split_netns(n)[1]: iptables_save.by_chain(iptables.save(n, v)) for n in lab_netns(lab)}
 
 
 def page(lab: str) -> str:

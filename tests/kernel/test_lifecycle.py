@@ -37,7 +37,7 @@ def test_bookinfo_direct_serves_the_page_and_down_leaves_nothing() -> None:
     assert not os.path.exists(names.state_dir("lc1"))
     assert not os.path.exists(names.etc_netns_dir(names.netns("lc1", "sleep")))
     mounts = open("/proc/self/mountinfo").read()
-    assert "nl-lc1-" not in mounts
+    assert names.lab_prefix("lc1") not in mounts
 
 
 def test_kill9_supervisor_then_gc_cleans_up() -> None:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from netlab import names
 from netlab.runtime import supervisor
 from tests.kernel.helpers import in_lab, lab_up, netlab
 
@@ -48,7 +49,7 @@ def test_page_through_the_mesh_with_identities_in_the_logs(lab) -> None:
 def test_underlay_carries_only_tls_to_15008(lab) -> None:
     name, mode = lab
     pcap = f"/tmp/nl-{name}-underlay.pcap"
-    p = subprocess.Popen(["ip", "netns", "exec", f"nl-{name}-ambient-worker", "tcpdump", "--immediate-mode", "-U", "-i", "eth0",
+    p = subprocess.Popen(["ip", "netns", "exec", names.netns(name, "ambient-worker"), "tcpdump", "--immediate-mode", "-U", "-i", "eth0",
                           "-w", pcap, "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on" in p.stderr.readline()

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from netlab import names
 from netlab.linux import nsenter
 from netlab.runtime import supervisor
 from tests.kernel.helpers import in_lab, lab_up, netlab
@@ -130,7 +131,7 @@ def zt_listener(lab: str):
     for node in ("ambient-worker", "ambient-worker2"):
         assert supervisor.request(lab, {"op": "stop", "name": f"ztunnel/{node}"})["ok"]
     time.sleep(0.2)
-    ls = {node: TransparentListener(f"nl-{lab}-ztunnel-{node}") for node in ("ambient-worker", "ambient-worker2")}
+    ls = {node: TransparentListener(names.netns(lab, names.ztunnel_pod(node))) for node in ("ambient-worker", "ambient-worker2")}
     yield ls
     for x in ls.values():
         x.close()
@@ -205,18 +206,18 @@ def test_redirection_reaches_the_right_ports(lab: str, zt_listener) -> None:
 
 
 def test_tunnels_carry_geneve_vni_1001_out_and_1000_in(lab: str, zt_listener) -> None:
-    pkts = capture(f"nl-{lab}-ztunnel-ambient-worker", "eth0",
+    pkts = capture(names.netns(lab, "ztunnel-ambient-worker"), "eth0",
                    lambda: curl(lab, "sleep", "http://productpage:9080/"))
     vnis = {p[0] for p in pkts}
     assert "1001" in vnis, pkts
     assert all(p[1] == "0x6558" for p in pkts)
     netlab("unenroll", lab, "sleep")
     try:
-        pkts = capture(f"nl-{lab}-ztunnel-ambient-worker2", "eth0",
+        pkts = capture(names.netns(lab, "ztunnel-ambient-worker2"), "eth0",
                        lambda: curl(lab, "sleep", "http://10.244.1.7:9080/"))
         assert "1000" in {p[0] for p in pkts}, pkts
         # unenrolled source: nothing goes into the outbound tunnel of its node
-        pkts = capture(f"nl-{lab}-ztunnel-ambient-worker", "eth0",
+        pkts = capture(names.netns(lab, "ztunnel-ambient-worker"), "eth0",
                        lambda: curl(lab, "sleep", "http://10.244.1.7:9080/"))
         assert "1001" not in {p[0] for p in pkts}
     finally:
@@ -247,7 +248,7 @@ def test_kernel_vxlan_tunnels_carry_the_mesh() -> None:
         link = sh(lab, "ambient-worker", "ip", "-d", "link", "show", "istioout")
         assert "vxlan id 1001" in link and "dstport 4789" in link and "mtu 1450" in link
         pages: list[str] = []
-        pkts = capture(f"nl-{lab}-ztunnel-ambient-worker", "eth0",
+        pkts = capture(names.netns(lab, "ztunnel-ambient-worker"), "eth0",
                        lambda: pages.append(curl(lab, "sleep", "http://productpage:9080/")),
                        filt="udp port 4789", proto="vxlan")
         assert pages and pages[0].startswith("<!DOCTYPE html>")

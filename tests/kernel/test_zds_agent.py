@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from netlab import names
 from netlab.apply import iptables
 from netlab.apply.kernel import apply_plan
 from netlab.lab import lifecycle as lab_mod
@@ -192,14 +193,14 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         assert cfg["plugin_socket"] == str(tmp_path / "sockets" / "cni-n1.sock")
         pods = {p["name"]: p for p in cfg["pods"]}
         assert {n: p["ambient"] for n, p in pods.items()} == {"a": True, "b": True, "c": False}
-        node_ns, log = f"nl-{lab}-n1", tmp_path / "agent.log"
+        node_ns, log = names.netns(lab, "n1"), tmp_path / "agent.log"
         want = inpod.wanted_chains("1.22")
         snat = ("-A ISTIO_POSTRT -p tcp -m owner --socket-exists -m set --match-set istio-inpod-probes dst "
                 "-j SNAT --to-source 169.254.7.127")
         route100 = "local default dev lo scope host \n"
 
         # before the agent: no in-pod rules anywhere (up does not make them)
-        assert pod_state(f"nl-{lab}-a") == ({}, [], "")
+        assert pod_state(names.netns(lab, "a")) == ({}, [], "")
         agents.append(AgentProc(node_ns, lab, "n1", cfg_path, log))
 
         # host rules (probe SNAT) and the startup pods' in-pod rules
@@ -207,12 +208,12 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         assert snat in node_save.splitlines() and "-A POSTROUTING -j ISTIO_POSTRT" in node_save.splitlines()
         assert ipset_members(node_ns, "istio-inpod-probes") == sorted([pods["a"]["ip"], pods["b"]["ip"]])
         for name in ("a", "b"):
-            chains, rules, r100 = pod_state(f"nl-{lab}-{name}")
+            chains, rules, r100 = pod_state(names.netns(lab, name))
             assert chains == want
             assert rules == ["32764:\tfrom all fwmark 0x111/0xfff lookup 100"]
             assert r100 == route100
-        assert pod_state(f"nl-{lab}-c") == ({}, [], "")
-        tproxy = "\n".join(iptables.save(f"nl-{lab}-a").splitlines())
+        assert pod_state(names.netns(lab, "c")) == ({}, [], "")
+        tproxy = "\n".join(iptables.save(names.netns(lab, "a")).splitlines())
         assert ("-A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j TPROXY --on-port 15006 "
                 "--on-ip 0.0.0.0 --tproxy-mark 0x111/0xfff") in tproxy
 
@@ -221,7 +222,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         ev = client.wait(snapshot_done)
         assert [(k, u) for k, u, _ in ev] == [("add", pods["a"]["uid"]), ("add", pods["b"]["uid"]),
                                               ("snapshot_sent", "")]
-        assert ev[0][2] == netns_inode(f"nl-{lab}-a") and ev[1][2] == netns_inode(f"nl-{lab}-b")
+        assert ev[0][2] == netns_inode(names.netns(lab, "a")) and ev[1][2] == netns_inode(names.netns(lab, "b"))
 
         # run-time enrollment of c (AddPodToMesh), then unenrollment
         t0 = time.monotonic()
@@ -229,8 +230,8 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         enroll_s = time.monotonic() - t0
         assert r["ok"] and r["enrolled"] and r["zds"] == "acked", r
         ev = client.wait(lambda e: len(e) == 4)
-        assert ev[3] == ("add", pods["c"]["uid"], netns_inode(f"nl-{lab}-c"))
-        chains, rules, r100 = pod_state(f"nl-{lab}-c")
+        assert ev[3] == ("add", pods["c"]["uid"], netns_inode(names.netns(lab, "c")))
+        chains, rules, r100 = pod_state(names.netns(lab, "c"))
         assert chains == want and len(rules) == 1 and r100 == route100
         assert pods["c"]["ip"] in ipset_members(node_ns, "istio-inpod-probes")
         text = log.read_text()
@@ -240,7 +241,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         assert r["ok"] and not r["enrolled"], r
         ev = client.wait(lambda e: len(e) == 5)
         assert ev[4] == ("del", pods["c"]["uid"], None)
-        assert pod_state(f"nl-{lab}-c") == ({}, [], "")
+        assert pod_state(names.netns(lab, "c")) == ({}, [], "")
         assert pods["c"]["ip"] not in ipset_members(node_ns, "istio-inpod-probes")
         assert cniagent.plugin_event(cfg["plugin_socket"], "add", "nope")["ok"] is False
         print(f"\nrun-time enroll latency: {enroll_s * 1000:.1f} ms (agent reports {r['seconds'] * 1000:.1f} ms del)")
@@ -251,7 +252,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         client.close()
         assert "ISTIO_POSTRT" not in iptables.save(node_ns)
         assert ipset_members(node_ns, "istio-inpod-probes") == []
-        assert pod_state(f"nl-{lab}-a")[0] == want
+        assert pod_state(names.netns(lab, "a"))[0] == want
 
         # restart: snapshot again, nothing duplicated; then a kill -9 and another restart
         for how in ("restart", "after-kill"):
@@ -259,11 +260,11 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
             client = RefClient(ref_pb, cfg["zds_socket"])
             ev = client.wait(snapshot_done)
             assert [k for k, _, _ in ev] == ["add", "add", "snapshot_sent"], how
-            assert {i for _, _, i in ev[:2]} == {netns_inode(f"nl-{lab}-a"), netns_inode(f"nl-{lab}-b")}
+            assert {i for _, _, i in ev[:2]} == {netns_inode(names.netns(lab, "a")), netns_inode(names.netns(lab, "b"))}
             for name in ("a", "b"):
-                chains, rules, r100 = pod_state(f"nl-{lab}-{name}")
+                chains, rules, r100 = pod_state(names.netns(lab, name))
                 assert chains == want and len(rules) == 1 and r100 == route100, (how, name)
-            assert pod_state(f"nl-{lab}-c") == ({}, [], ""), how  # unenrolled at run time stays so
+            assert pod_state(names.netns(lab, "c")) == ({}, [], ""), how  # unenrolled at run time stays so
             assert iptables.save(node_ns).splitlines().count(snat) == 1, how
             assert ipset_members(node_ns, "istio-inpod-probes") == sorted([pods["a"]["ip"], pods["b"]["ip"]])
             if how == "restart":
@@ -282,7 +283,7 @@ def test_fifty_pods_enrolled_at_once(tmp_path: Path, ref_pb) -> None:
     topo = t.build()
     with inpod_lab(lab, topo, tmp_path) as (plan, cfg_path, agents):
         cfg = json.loads(Path(cfg_path).read_text())
-        node_ns = f"nl-{lab}-n1"
+        node_ns = names.netns(lab, "n1")
         agents.append(AgentProc(node_ns, lab, "n1", cfg_path, tmp_path / "agent.log"))
         client = RefClient(ref_pb, cfg["zds_socket"])
         client.wait(snapshot_done)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from netlab import names
 from netlab.plan import build_plan, inpod
 from netlab.plan.objects import Route, Rule
 from netlab.topology import load_topology
@@ -42,9 +43,9 @@ def test_inpod_plan_golden(golden, topo: str, version: str) -> None:
 
 
 def test_pod_objects_are_the_reference_route_and_rule() -> None:
-    routes, rules, _ = inpod.pod_objects("nl-x-sleep", "1.22")
-    assert routes == (Route("nl-x-sleep", "0.0.0.0/0", dev="lo", table=100, type="local"),)
-    assert rules == (Rule("nl-x-sleep", 32764, fwmark=0x111, mask=0xFFF, table=100),)
+    routes, rules, _ = inpod.pod_objects(names.netns("x", "sleep"), "1.22")
+    assert routes == (Route(names.netns("x", "sleep"), "0.0.0.0/0", dev="lo", table=100, type="local"),)
+    assert rules == (Rule(names.netns("x", "sleep"), 32764, fwmark=0x111, mask=0xFFF, table=100),)
     assert routes[0].render() == "route add local 0.0.0.0/0 dev lo table 100"
     assert rules[0].render() == "rule add pref 32764 fwmark 0x111/0xfff lookup 100"
 
@@ -114,7 +115,7 @@ def test_dns_variants_1_23_and_1_24() -> None:
 @pytest.mark.parametrize("version,setname", [("1.21", "istio-inpod-probes"), ("1.22", "istio-inpod-probes"),
                                              ("1.23", "istio-inpod-probes-v4"), ("1.24", "istio-inpod-probes-v4")])
 def test_host_rules(version: str, setname: str) -> None:
-    ipset, text = inpod.host_objects("nl-x-n1", version)
+    ipset, text = inpod.host_objects(names.netns("x", "n1"), version)
     assert ipset.name == setname and ipset.type == "hash:ip" and ipset.comment
     assert text.splitlines() == [
         "*nat", "-N ISTIO_POSTRT", "-A POSTROUTING -j ISTIO_POSTRT",
@@ -136,9 +137,9 @@ def test_plan_shows_but_does_not_apply_agent_objects() -> None:
     assert node.ipsets == () and node.rules == ()
     assert "ipset add istio-inpod-probes 10.244.2.4 comment" in "\n".join(node.agent)
     procs = {p.name: p for p in plan.processes}
-    assert procs["cni-agent/ambient-worker"].ns == "nl-bookinfo-ambient-worker"
+    assert procs["cni-agent/ambient-worker"].ns == names.netns("bookinfo", "ambient-worker")
     assert procs["cni-agent/ambient-worker"].args == (("node", "ambient-worker"),)
-    assert procs["ztunnel/ambient-worker2"].ns == "nl-bookinfo-ztunnel-ambient-worker2"
+    assert procs["ztunnel/ambient-worker2"].ns == names.netns("bookinfo", "ztunnel-ambient-worker2")
     assert procs["ztunnel/ambient-worker2"].args == (("mode", "inpod"), ("node", "ambient-worker2"))
 
 
@@ -162,4 +163,4 @@ def test_idempotence_helpers_read_back_a_save() -> None:
 
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(ValueError, match="1.21, 1.22, 1.23, 1.24"):
-        inpod.pod_objects("nl-x-a", "1.20")
+        inpod.pod_objects(names.netns("x", "a"), "1.20")

@@ -1,7 +1,8 @@
 """Imports only point down the layers, and the pure layers stay pure.
 
 The order, bottom to top: ``protocols`` (pure codecs) and ``linux`` (netns entering,
-processes, locks, unix-socket IPC), then ``topology`` → ``plan`` → ``apply`` → ``runtime``
+processes, locks, unix-socket IPC), then ``topology`` → ``plan`` → ``export`` (files for a real
+cluster; reads the topology only) → ``apply`` → ``runtime``
 (the lab's processes) → ``lab`` (the lifecycle) → ``observe`` → ``cli``. ``errors`` and
 ``names`` sit below everything. Function-local imports count like top-level ones.
 """
@@ -12,8 +13,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "netlab"
-LAYERS = ["protocols", "linux", "topology", "plan", "apply", "runtime", "lab", "observe", "cli"]
-PURE = ("protocols", "topology", "plan")
+LAYERS = ["protocols", "linux", "topology", "plan", "export", "apply", "runtime", "lab", "observe", "teach", "cli"]
+PURE = ("protocols", "topology", "plan", "export")
 IMPURE = {"pyroute2", "iptc", "subprocess", "socket", "scapy", "asyncio"}
 
 

@@ -73,13 +73,13 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
         "name": w.name, "namespace": w.namespace, "uid": w.pod_uid, "ip": w.ip,
         "netns": names.netns(plan.lab, w.name), "ambient": w.hbone, "service_account": w.service_account,
     } for w in plan.registry.workloads if w.node == node]
-    sockets = os.path.join(state_dir, "sockets")
+    sockets = names.sockets_dir(state_dir)
     cfg = {
         "lab": plan.lab, "node": node, "version": plan.istio_version or inpod.VERSIONS[1],
         "dns": False,
         "node_netns": names.netns(plan.lab, node),
-        "zds_socket": os.path.join(sockets, f"ztunnel-{node}.sock"),
-        "plugin_socket": os.path.join(sockets, f"cni-{node}.sock"),
+        "zds_socket": names.zds_socket(state_dir, node),
+        "plugin_socket": names.cni_socket(state_dir, node),
         "enrolled_file": os.path.join(state_dir, f"cni-{node}.enrolled.json"),
         "trust_domain": plan.registry.trust_domain,
         "pods": sorted(pods, key=lambda p: p["name"]),
@@ -294,8 +294,10 @@ class Agent:
     def handle(self, req: dict) -> dict:
         op, name = req.get("op"), req.get("pod")
         if op == "status":
+            acked = self.zds.acked() if self.zds else set()
             return {"ok": True, "node": self.cfg["node"], "version": self.version,
                     "enrolled": sorted(self.enrolled),
+                    "mesh_ready": sorted(n for n in self.enrolled if self.pods[n].uid in acked),
                     "ztunnel_connections": self.zds.connections() if self.zds else 0}
         if op not in ("add", "del"):
             return {"ok": False, "error": f"unknown op {op!r} (add, del or status)"}

@@ -51,6 +51,9 @@ class _Conn:
         self.requests: queue.Queue[tuple[str, str, int | None, WorkloadInfo | None, concurrent.futures.Future]] = \
             queue.Queue()
         self.closed = threading.Event()
+        # uids this ztunnel acknowledged without error (snapshot or AddWorkload), minus those
+        # deleted since: the pods it serves, which `up` waits for and `status` shows
+        self.acked: set[str] = set()
         self.thread = threading.Thread(target=self.run, name=f"zds-conn-{n}", daemon=True)
 
     def _exchange(self) -> AckReceived:
@@ -75,6 +78,8 @@ class _Conn:
                 ack = self._exchange()
                 if ack.error:
                     log.warning("ztunnel conn %d: snapshot %s %s: nack: %s", self.n, ack.request, ack.uid, ack.error)
+                else:
+                    self.acked.add(it.uid)
             self.core.send_snapshot_sent()
             self._exchange()
             log.info("ztunnel conn %d: snapshot of %d pods sent and acked", self.n, len(items))
@@ -94,7 +99,12 @@ class _Conn:
                         self.core.send_add(uid, fd, info)
                     else:
                         self.core.send_del(uid)
-                    fut.set_result(self._exchange().error)
+                    error = self._exchange().error
+                    if kind == "del":
+                        self.acked.discard(uid)
+                    elif not error:
+                        self.acked.add(uid)
+                    fut.set_result(error)
                 except BaseException as e:
                     fut.set_exception(e)
                     raise
@@ -189,6 +199,12 @@ class ZdsServer:
     def connections(self) -> int:
         with self._lock:
             return len(self._conns)
+
+    def acked(self) -> set[str]:
+        """Uids some connected ztunnel has acknowledged and not had deleted since."""
+        with self._lock:
+            conns = list(self._conns)
+        return set().union(*(c.acked for c in conns)) if conns else set()
 
     def add_workload(self, uid: str, fd: int, info: WorkloadInfo | None, timeout: float = 2 * DEADLINE_S) -> str:
         """Send ``AddWorkload`` to the newest connection and wait for its ack; returns Ack.error.

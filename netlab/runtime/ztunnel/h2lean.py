@@ -55,6 +55,8 @@ class LeanDataConnection(h2.connection.H2Connection):
         super().__init__(config=config)
         self.lean_sent = 0  # DATA frames sent / received on the lean path (for tests and debugging)
         self.lean_received = 0
+        self._held = bytearray()  # received bytes not yet handed to h2 or taken (see receive_data)
+        self._held_need = 0  # how many held bytes make the frame (or frame header) whole
         if _checked is None:
             lean_path_ok()
 
@@ -80,7 +82,21 @@ class LeanDataConnection(h2.connection.H2Connection):
         self.lean_sent += 1
         return None
 
+    def data_to_send(self, amount: int | None = None) -> bytes | bytearray:  # type: ignore[override]
+        """All of it: the queue itself, handed over (h2 copies it into a new ``bytes``; for a
+        bulk transfer that is one more pass over every byte sent)."""
+        if amount is not None or not self.lean:
+            return super().data_to_send(amount)
+        data, self._data_to_send = self._data_to_send, bytearray()
+        return data
+
     def receive_data(self, data: Any) -> list[h2.events.Event]:
+        held = self._held
+        if held:  # the start of a DATA frame (or of a frame header) from an earlier call
+            held += data
+            if len(held) < self._held_need:
+                return []
+            data, self._held = held, bytearray()
         fb = self.incoming_buffer
         conn_state = self.state_machine.state
         t = type(data)
@@ -90,6 +106,7 @@ class LeanDataConnection(h2.connection.H2Connection):
             return super().receive_data(data)
         end = len(data)
         pos = 0
+        need = 0
         events: list[h2.events.Event] = []
         streams = self.streams
         conn_window = self._inbound_flow_control_window_manager
@@ -99,7 +116,7 @@ class LeanDataConnection(h2.connection.H2Connection):
                 if view[pos + 3] or view[pos + 4]:  # not DATA, or flags (END_STREAM, PADDED)
                     break
                 length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
-                if not length or length > max_size or end - pos - 9 < length:
+                if not length or length > max_size:
                     break
                 sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
                 stream = streams.get(sid)
@@ -111,6 +128,9 @@ class LeanDataConnection(h2.connection.H2Connection):
                         or length > conn_window.current_window_size
                         or length > stream._inbound_window_manager.current_window_size):
                     break
+                if end - pos - 9 < length:  # a frame for the lean path, not all here yet
+                    need = 9 + length
+                    break
                 conn_window.current_window_size -= length
                 stream._inbound_window_manager.current_window_size -= length
                 stream._actual_content_length += length
@@ -121,7 +141,16 @@ class LeanDataConnection(h2.connection.H2Connection):
                 pos += 9 + length
         self.lean_received += len(events)
         if pos < end:
-            events += super().receive_data(data[pos:] if pos else data)
+            if end - pos < 9 or need:
+                # Hold the rest until the frame is whole, as h2's own buffer would (no event, no
+                # error before then), and take it on the lean path once it is: left to h2, a
+                # frame larger than one read would put every later frame of a bulk transfer
+                # through h2's buffer, and h2 hex-encodes each received DATA frame's whole
+                # payload for its trace log (most of a receiving ztunnel's CPU in a bulk run).
+                self._held += data[pos:]
+                self._held_need = need or 9
+            else:
+                events += super().receive_data(data[pos:] if pos else data)
         return events
 
 

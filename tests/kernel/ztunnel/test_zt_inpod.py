@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from netlab import names
 from netlab.apply import netns as netns_mod
 from netlab.apply.kernel import apply_plan
 from netlab.linux import nsenter
@@ -30,7 +31,7 @@ POD_IP = "10.244.3.5"
 
 @pytest.fixture
 def pod_ns() -> str:
-    name = f"nl-zt{os.getpid() % 100000}-p"
+    name = names.netns(f"zt{os.getpid() % 100000}", "p")
     pod = NetnsPlan(name, "pod", "p", addrs=(Addr(name, "lo", f"{POD_IP}/32"),))  # on lo: no dummy module here
     try:
         apply_plan(Plan(f"zt{os.getpid() % 100000}", "inpod", None, None, (pod,)))

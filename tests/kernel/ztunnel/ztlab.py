@@ -1,12 +1,12 @@
-"""A tiny two-node node-routing lab for the ztunnel kernel tests (all netns named ``nl-zt…``).
+"""A tiny two-node node-routing lab for the ztunnel kernel tests (all netns named ``nl-zt<T>.<role>``, from :func:`netlab.names.netns`).
 
 ::
 
-    nl-zt<T>-c (client pod "sleep" 10.244.1.10)          nl-zt<T>-s (server pod "echo" 10.244.2.10)
+    nl-zt<T>.c (client pod "sleep" 10.244.1.10)          nl-zt<T>.s (server pod "echo" 10.244.2.10)
           | eth0 <-> vc                                         | eth0 <-> vs
-    nl-zt<T>-a (node A + its ztunnel) eth0 172.18.0.2 <-> eth0 172.18.0.3 nl-zt<T>-b (node B + ztunnel)
+    nl-zt<T>.a (node A + its ztunnel) eth0 172.18.0.2 <-> eth0 172.18.0.3 nl-zt<T>.b (node B + ztunnel)
           | vl <-> eth0
-    nl-zt<T>-l (pod "local-srv" 10.244.1.20, on node A)
+    nl-zt<T>.l (pod "local-srv" 10.244.1.20, on node A)
 
 Node and ztunnel pod are collapsed into one netns per node, so the redirection is Istio's
 node-routing rule set minus the Geneve hop: TPROXY (mark 0x400/0xfff, ip rule 20000 -> table
@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from netlab import names
 from netlab.apply import netns as netns_mod
 from netlab.apply.kernel import apply_plan
 from netlab.linux import nsenter
@@ -61,7 +62,7 @@ REPLY = "-m socket --transparent -j MARK --set-xmark 0x4d3/0xfff"
 
 
 def ns_name(role: str) -> str:
-    return f"nl-zt{TAG}-{role}"
+    return names.netns(f"zt{TAG}", role)
 
 
 def _sysctls(ns: str, *, node: bool) -> tuple[Sysctl, ...]:
