@@ -9,10 +9,12 @@ import sys
 
 
 def run() -> None:
+    # imported here, not at the top: the signal handlers go in before the CLI's import starts
     from netlab.lab import interrupt
 
     interrupt.install_cli_defaults()
     try:
+        # the CLI's import (typer, rich, pydantic) is what a signal may interrupt: inside the try
         from netlab.cli.main import main
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)

@@ -147,6 +147,7 @@ def trace(
             out.print(f"  {s.member:<24} {s.table:<7} {s.chain:<20} {s.rule}  [{marks}] => {s.verdict}",
                       markup=False, soft_wrap=True)
         else:
-            via = f"iif {s.iif}" if s.iif else "sent locally"
+            via = ("looped back (route of the output lookup)" if s.iif == "lo" else f"iif {s.iif}") if s.iif \
+                else "sent locally"
             out.print(f"  {s.member:<24} route   {via}, mark {s.mark:#x}: ip rule {s.priority} -> table {s.table}: "
                       f"{s.route}", markup=False, soft_wrap=True)

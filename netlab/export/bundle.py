@@ -109,6 +109,20 @@ def export_info(topo: Topology, rel: IstioRelease) -> ExportInfo:
                       design=rel.design, nodes=nodes, request=seed_request(topo))
 
 
+def _enrolled_waits(info: ExportInfo) -> list[tuple[str, str]]:
+    """(namespace, label selector) covering every enrolled pod: one wait for a namespace whose pods
+    are all enrolled, one per pod otherwise."""
+    pods = [p for n in info.nodes for p in n.pods]
+    waits = []
+    for ns in dict.fromkeys(p.namespace for p in pods):
+        mine = [p for p in pods if p.namespace == ns]
+        if all(p.ambient for p in mine):
+            waits.append((ns, "netlab/pod"))
+        else:
+            waits += [(ns, f"netlab/pod={p.name}") for p in mine if p.ambient]
+    return waits
+
+
 def _image_checks(topo: Topology, rel: IstioRelease) -> list[tuple[str, str]]:
     """(image, sample file in the release archive) for every sample image the manifests use."""
     checks: dict[str, str] = {}
@@ -135,6 +149,7 @@ def render_kind(topo: Topology, minor: str) -> dict[str, str]:
         node_image=rel.kind_node_image, kind_release=KIND_RELEASE, workers=info.nodes, namespaces=ns_files,
         image_checks=_image_checks(topo, rel), helm=rel.helm, istioctl_args=rel.istioctl_args, docs=rel.docs,
         helm_from_archive=any(a.startswith("manifests/") for s in rel.helm for a in s.args),
+        enrolled_waits=_enrolled_waits(info),
         request=info.request)
     files["export.json"] = info.model_dump_json(indent=1) + "\n"
     return files

@@ -9,11 +9,6 @@ keeps going until the sockets have been quiet for a moment (in-flight packets dr
 kernel's per-socket counters (``PACKET_STATISTICS``: received, dropped for lack of buffer) are
 read, the files closed and merged into one pcapng. The sockets are the whole footprint: no
 process, no rule, nothing left in the lab when the capture ends (Ctrl-C included).
-
-Running a capture needs root and a lab (see the kernel tests); the class is importable anywhere:
-
->>> Capture.__name__
-'Capture'
 """
 
 from __future__ import annotations

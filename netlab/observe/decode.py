@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from netlab.protocols.geneve import GENEVE_PORT, PROTO_TEB, MalformedHeader, parse_header
 
@@ -33,11 +33,11 @@ _UDP = struct.Struct("!HH")
 ntoa = socket.inet_ntoa
 
 
-@dataclass(slots=True)
-class TcpPacket:
+class TcpPacket(NamedTuple):
     """A TCP segment's addresses and sequence space; ``vni`` is set when it rode in Geneve.
 
-    Addresses stay the 4 raw bytes (hop reconstruction keys on them; :func:`ntoa` formats).
+    Addresses stay the 4 raw bytes (hop reconstruction keys on them; :func:`ntoa` formats). A
+    tuple: one is made per captured frame.
     """
 
     src: bytes

@@ -4,7 +4,7 @@ Everything comes from the kernel, nothing from a script of expected steps:
 
 * **Rules.** The connection's source port is chosen first (its socket is bound in the client
   pod's netns before anything else happens). Every lab netns gets a short-lived table
-  ``inet nl-trace`` whose prerouting and output chains (priority -500, before raw, mangle and
+  ``inet nl-trace-<port>`` whose prerouting and output chains (priority -500, before raw, mangle and
   nat) set ``meta nftrace`` on packets from that port only; nf_tables then reports each rule the
   packet matches in that netns (:mod:`netlab.observe.nftrace`). The lab's rules are iptables-nft
   rules: a trace event names the rule by handle, and the rules of an iptables-nft chain are in
@@ -47,7 +47,11 @@ from netlab.observe.decode import decode
 from netlab.observe.model import RouteDecision, RuleMatch, Trace
 from netlab.protocols import iptables_save
 
-TRACE_TABLE = "nl-trace"
+TRACE_TABLE = "nl-trace"  # + "-<source port>": concurrent traces of one lab each have their own table
+
+
+def trace_table(port: int) -> str:
+    return f"{TRACE_TABLE}-{port}"
 TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 
 
@@ -61,7 +65,7 @@ def _run(ns: str, argv: list[str], stdin: str | None = None, check: bool = True)
 
 def trace_rules(port: int) -> str:
     """The nft table that marks this connection's packets for tracing (and nothing else)."""
-    return (f"table inet {TRACE_TABLE} {{\n"
+    return (f"table inet {trace_table(port)} {{\n"
             f"  chain pre {{ type filter hook prerouting priority -500; tcp sport {port} meta nftrace set 1; }}\n"
             f"  chain out {{ type filter hook output priority -500; tcp sport {port} meta nftrace set 1; }}\n"
             "}\n")
@@ -153,7 +157,12 @@ def links(ns: str) -> dict[int, str]:
 
 
 def route_decision(ns: str, dst: str, src: str, iif: str | None, mark: int, packet: str, member: str = "") -> RouteDecision:
-    argv = ["ip", "route", "get", dst, "from", src] + (["iif", iif] if iif else []) + (["mark", hex(mark)] if mark else [])
+    """The kernel's answer for this packet. A packet looped back through ``lo`` (after a REDIRECT
+    of a locally sent packet) keeps the route its sender's output lookup gave it (the input path
+    does no new lookup for it), so that lookup is what is asked for."""
+    lookup_iif = None if iif == "lo" else iif
+    argv = ["ip", "route", "get", dst, "from", src] + (["iif", lookup_iif] if lookup_iif else []) + \
+        (["mark", hex(mark)] if mark else [])
     got = _run(ns, argv, check=False).strip().splitlines()
     resolved = got[0].strip() if got else "(no route)"
     m = re.search(r"\btable (\S+)", resolved)
@@ -161,7 +170,7 @@ def route_decision(ns: str, dst: str, src: str, iif: str | None, mark: int, pack
     # the table's own entry that matched (``fibmatch``), as ``ip route show table T`` prints it
     entry = _run(ns, argv[:3] + ["fibmatch"] + argv[3:], check=False).strip().splitlines()
     route = re.sub(r"\s+table \S+", "", entry[0]).strip() if entry else resolved
-    prio = _rule_priority(ns, table, src=src, dst=dst, iif=iif, mark=mark)
+    prio = _rule_priority(ns, table, src=src, dst=dst, iif=lookup_iif, mark=mark)
     return RouteDecision(netns=ns, priority=prio, table=table, route=route, packet=packet, member=member, iif=iif,
                          mark=mark, resolved=resolved)
 
@@ -222,12 +231,14 @@ OUR_CHAINS = {"pre": "PREROUTING", "out": "OUTPUT"}
 FAMILIES = {2: "ip", 10: "ip6", 1: "inet"}
 
 
-def packets_of(events: list[nftrace.TraceEvent]) -> list[_Packet]:
+def packets_of(events: list[nftrace.TraceEvent], table: str) -> list[_Packet]:
     """Split one netns's events into packet traversals: each starts at our own nftrace rule."""
     current: dict[int, _Packet] = {}
     out: list[_Packet] = []
     for e in events:
-        if e.table == TRACE_TABLE:
+        if e.table.startswith(TRACE_TABLE):
+            if e.table != table:
+                continue  # another trace's table
             if e.kind == "rule" and e.handle is not None:
                 p = current[e.trace_id] = _Packet(flags=_flags(e.transport_header) or "?")
                 out.append(p)
@@ -248,7 +259,8 @@ def steps_of(ns: str, member: str, pkt: _Packet, texts: dict[tuple, dict[int, st
     pre_hdr = pre_iif = None
     routed = False
     for e in pkt.events:
-        chain_hook = OUR_CHAINS.get(e.chain) if e.table == TRACE_TABLE else (e.chain if e.chain in BASE_CHAINS else None)
+        ours = e.table.startswith(TRACE_TABLE)
+        chain_hook = OUR_CHAINS.get(e.chain) if ours else (e.chain if e.chain in BASE_CHAINS else None)
         if chain_hook and chain_hook != hook:
             if hook == "PREROUTING" and not routed and pre_hdr:
                 ips = _ips(e.network_header) or pre_hdr
@@ -260,7 +272,7 @@ def steps_of(ns: str, member: str, pkt: _Packet, texts: dict[tuple, dict[int, st
                 routed = True
         if e.network_header and hook == "PREROUTING" and pre_hdr is None:
             pre_hdr, pre_iif = _ips(e.network_header), e.iif
-        if e.table != TRACE_TABLE and e.kind == "rule" and e.handle is not None:
+        if not ours and e.kind == "rule" and e.handle is not None:
             fam = FAMILIES.get(e.family, str(e.family))
             key = (fam, e.table)
             if key not in texts:
@@ -336,14 +348,14 @@ def trace(lab: str, *, source: str, destination: str, timeout: float = 3.0) -> T
             sock.close()
             for s in listeners.values():
                 s.close()
-            _in_all(installed, ["nft", "delete", "table", "inet", TRACE_TABLE], check=False)
+            _in_all(installed, ["nft", "delete", "table", "inet", trace_table(sport)], check=False)
         order = netns_order(pcapfiles.read_merged(capture.merged), sport)
     order += [ns for ns in nss if ns not in order and events.get(ns)]
     texts: dict[str, dict[tuple, dict[int, str]]] = {}
     groups: dict[str, list[RuleMatch | RouteDecision]] = {}
     for ns in order:
         seen: set[str] = set()
-        for pkt in packets_of(events.get(ns, [])):
+        for pkt in packets_of(events.get(ns, []), trace_table(sport)):
             first = pkt.flags not in seen
             if pkt.flags != "SYN" and not first:
                 continue  # later packets of the same kind took the same way

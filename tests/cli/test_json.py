@@ -113,11 +113,11 @@ def test_show(run, fake_lab, monkeypatch) -> None:
     lab = fake_lab()
     seen = []
 
-    def fake_run_in(ns: str, argv: list[str]) -> str:
+    def fake_run_in(ns: str, argv: list[str]) -> tuple[str, bool]:
         seen.append(ns)
-        return f"output of {' '.join(argv)}\n"
+        return f"output of {' '.join(argv)}\n", True
 
-    monkeypatch.setattr(show, "run_in", fake_run_in)
+    monkeypatch.setattr(show, "_run_in", fake_run_in)
     data = envelope(run("show", lab, "node1", "rules", "--json"), "show")
     assert data == {"lab": lab, "target": "node1", "netns": names.netns(lab, "node1"),
                     "sections": {"ip rule show": "output of ip rule show\n"}}
@@ -132,7 +132,8 @@ def test_doctor(run) -> None:
     r = run("doctor", "--json")
     assert r.exit_code == 7
     data = envelope(r, "doctor", status="error")
-    assert all(set(c) == {"name", "ok", "detail", "fix", "required"} for c in data)
+    keys = {"name", "ok", "detail", "fix", "required", "instead", "loses"}
+    assert all(set(c) == keys for c in data)
     assert data[0] == {"name": "root", "ok": False, "detail": "not root", "fix": "run netlab with sudo or as root",
-                       "required": True}
+                       "required": True, "instead": "", "loses": ""}
     assert json.loads(r.stdout)["errors"] == ["root: not root"]

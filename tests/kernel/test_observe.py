@@ -61,8 +61,8 @@ def nr_capture(nr, tmp_path_factory):
 def test_capture_files_per_interface_and_merged(nr, nr_capture) -> None:
     res = nr_capture
     assert res.command_rc == 0 and not res.interrupted
-    names = {(i.member, i.device) for i in res.interfaces}
-    assert ("sleep", "eth0") in names and ("ambient-worker", "istioout") in names and ("net", "br0") in names
+    seen = {(i.member, i.device) for i in res.interfaces}
+    assert ("sleep", "eth0") in seen and ("ambient-worker", "istioout") in seen and ("net", "br0") in seen
     assert len(res.interfaces) >= 40
     for i in res.interfaces:
         assert os.path.basename(i.pcap) == f"{i.netns}__{i.device}.pcap" and os.path.exists(i.pcap)
@@ -220,6 +220,11 @@ def test_trace_inpod(inpod) -> None:
     redirect = [s for s in steps if s["kind"] == "rule" and s["packet"] == "SYN" and s["verdict"] == "REDIRECT"]
     assert redirect and redirect[0]["member"] == "sleep" and redirect[0]["chain"] == "ISTIO_OUTPUT"
     assert "--to-ports 15001" in redirect[0]["rule"]
+    # redirected, the SYN loops back through sleep's lo to ztunnel's listener in the same netns
+    after = steps[steps.index(redirect[0]):]
+    looped = [s for s in after if s["kind"] == "route" and s["packet"] == "SYN" and s["iif"] == "lo"]
+    assert looped and looped[0]["member"] == "sleep" and looped[0]["table"] == "local"
+    assert looped[0]["route"].startswith("local 127.0.0.1 dev lo")
 
 
 @pytest.fixture(scope="module")

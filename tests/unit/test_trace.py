@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from netlab.errors import PreflightError
 from netlab.observe import nftrace, trace
 
 
@@ -27,26 +30,33 @@ def test_trace_messages_decode_with_handle_verdict_and_mark() -> None:
 
 
 def _ev(table, chain, handle, mark=0, tid=1, th=None, nh=None, kind="rule", verdict="continue"):
-    return nftrace.TraceEvent("ns", tid, 2 if table != trace.TRACE_TABLE else 1, table, chain, kind, handle, verdict,
+    return nftrace.TraceEvent("ns", tid, 1 if table.startswith(trace.TRACE_TABLE) else 2, table, chain, kind, handle, verdict,
                               None, mark, None, None, nh, th)
 
 
 def test_packets_split_at_our_own_nftrace_rule() -> None:
     syn = b"\x00" * 13 + bytes([0x02]) + b"\x00" * 6
     ack = b"\x00" * 13 + bytes([0x10]) + b"\x00" * 6
-    events = [_ev(trace.TRACE_TABLE, "pre", 2, th=syn), _ev("mangle", "PREROUTING", 11),
-              _ev(trace.TRACE_TABLE, "pre", 2, th=ack), _ev("mangle", "PREROUTING", 11, mark=0x40)]
-    pkts = trace.packets_of(events)
+    ours, other = trace.trace_table(40000), trace.trace_table(50000)
+    events = [_ev(ours, "pre", 2, th=syn), _ev("mangle", "PREROUTING", 11),
+              _ev(other, "pre", 2, th=syn, tid=9), _ev("mangle", "PREROUTING", 11, tid=9),
+              _ev(ours, "pre", 2, th=ack), _ev("mangle", "PREROUTING", 11, mark=0x40)]
+    pkts = trace.packets_of(events, ours)
     assert [(p.flags, [e.table for e in p.events]) for p in pkts] == [
-        ("SYN", [trace.TRACE_TABLE, "mangle"]), ("ACK", [trace.TRACE_TABLE, "mangle"])]
+        ("SYN", [ours, "mangle"]), ("ACK", [ours, "mangle"])]
 
 
 def test_trace_table_matches_only_the_source_port() -> None:
     text = trace.trace_rules(43210)
     assert text.count("tcp sport 43210 meta nftrace set 1") == 2
-    assert "priority -500" in text and f"table inet {trace.TRACE_TABLE}" in text
+    assert "priority -500" in text and "table inet nl-trace-43210 {" in text
 
 
 def test_target_is_the_rules_own() -> None:
     assert trace._target("-A X -p tcp -j TPROXY --on-port 15001", "accept", None) == "TPROXY"
     assert trace._target("nft ip mangle X handle 3", "jump", "ztunnel-PREROUTING") == "ztunnel-PREROUTING"
+
+
+def test_a_lab_with_legacy_rules_is_refused_with_the_reason() -> None:
+    with pytest.raises(PreflightError, match="legacy x_tables"):
+        trace.check_backend("python-iptables")

@@ -86,21 +86,7 @@ step "workloads"
 k apply -f "$HERE/manifests/default.yaml"
 k -n default wait --for=condition=Available deployment --all --timeout=300s
 # enrolled pods: istio-cni annotates each once its redirection is in place
-k -n default wait pod -l netlab/pod=sleep --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=notsleep --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=reviews-v1 --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=reviews-v2 --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=reviews-v3 --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=productpage-v1 --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=ratings-v1 --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=details-v1 --timeout=120s \
+k -n default wait pod -l netlab/pod --timeout=120s \
   --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
 k get pods -A -o wide -l netlab/pod
 

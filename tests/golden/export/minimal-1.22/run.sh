@@ -80,9 +80,7 @@ step "workloads"
 k apply -f "$HERE/manifests/default.yaml"
 k -n default wait --for=condition=Available deployment --all --timeout=300s
 # enrolled pods: istio-cni annotates each once its redirection is in place
-k -n default wait pod -l netlab/pod=client --timeout=120s \
-  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
-k -n default wait pod -l netlab/pod=server --timeout=120s \
+k -n default wait pod -l netlab/pod --timeout=120s \
   --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
 k get pods -A -o wide -l netlab/pod
 
