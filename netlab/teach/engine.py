@@ -23,6 +23,7 @@ from netlab.errors import LabError
 from netlab.lab import lifecycle as lablib
 from netlab.lab.enroll import set_enrollment
 from netlab.lab.state import load_record
+from netlab.linux.files import write_atomic
 from netlab.teach import probe
 from netlab.teach.catalog import get
 from netlab.teach.diagnose import diagnose
@@ -72,9 +73,7 @@ def _save(ctx: Ctx) -> None:
     path = _progress_path(ctx.lab, ctx.number)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = {"number": ctx.number, "started": ctx.started, "baseline": ctx.baseline, "journal": ctx.journal}
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _ctx(tl: TeachingLab, lab: str, started: float, baseline: dict, journal: list[str]) -> Ctx:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from netlab import __version__
 from netlab.errors import LabError, NetlabError
 from netlab.lab import lifecycle as lablib
+from netlab.linux.files import write_atomic
 from netlab.observe.report import enrollment, probe, scenario
 from netlab.observe.report.objects import collect
 from netlab.observe.report.render import render
@@ -200,9 +201,7 @@ def write_files(out_dir: str, files: dict[str, str]) -> list[str]:
     for rel, text in files.items():
         path = os.path.join(out_dir, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, text)
         written.append(path)
     return written
 

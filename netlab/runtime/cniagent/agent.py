@@ -1,7 +1,7 @@
 """The in-pod design's per-node CNI agent (istio-cni's node agent, Istio 1.21+).
 
 ``python -m netlab.runtime.cniagent --lab LAB --node NODE --config PATH``, started by the
-supervisor in the node's netns. What it does, in istio-cni's order (ambient-facts B3-B5):
+supervisor in the node's netns. What it does, in istio-cni's order (``cni/pkg/nodeagent``):
 
 1. at start, the node's probe rules: ipset ``istio-inpod-probes[-v4]`` and the nat
    ``ISTIO_POSTRT`` SNAT (``CreateHostRulesForHealthChecks``), stale set entries pruned;
@@ -46,16 +46,17 @@ from netlab.apply import iptables
 from netlab.apply.ipset import add_entry, apply_ipset, del_entry, open_ipset
 from netlab.apply.netlink import NetnsLinks
 from netlab.linux import jsonline, nsenter
+from netlab.linux.files import write_atomic
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
 from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.cniagent.zds_server import SnapshotItem, ZdsServer
 
-log = logging.getLogger("cni-agent")
+log = logging.getLogger(__name__)
 PLUGIN_TIMEOUT_S = 10.0
 
 
-# -- config (written by the lead's specs.py, read by the agent) -------------------------------
+# -- config (written by the lab when it starts the agent, read by the agent) -----------------
 
 
 def config_path(state_dir: str, node: str) -> str:
@@ -68,17 +69,10 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
     Pods of the node with their name, namespace, uid, ip, netns, ambient flag and service
     account come from the plan's registry (the topology as ztunnel sees it).
     """
-    reg = plan.registry
-    ambient = {w["uid"] for w in reg.get("workloads", []) if w.get("protocol") == "HBONE"}
-    pods = []
-    for w in reg.get("workloads", []):
-        if w.get("node") != node:
-            continue
-        pods.append({
-            "name": w["name"], "namespace": w["namespace"], "uid": w.get("k8s_uid") or w["uid"],
-            "ip": w["ip"], "netns": names.netns(plan.lab, w["name"]), "ambient": w["uid"] in ambient,
-            "service_account": w["service_account"],
-        })
+    pods = [{
+        "name": w.name, "namespace": w.namespace, "uid": w.pod_uid, "ip": w.ip,
+        "netns": names.netns(plan.lab, w.name), "ambient": w.hbone, "service_account": w.service_account,
+    } for w in plan.registry.workloads if w.node == node]
     sockets = names.sockets_dir(state_dir)
     cfg = {
         "lab": plan.lab, "node": node, "version": plan.istio_version or inpod.VERSIONS[1],
@@ -87,14 +81,12 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
         "zds_socket": names.zds_socket(state_dir, node),
         "plugin_socket": names.cni_socket(state_dir, node),
         "enrolled_file": os.path.join(state_dir, f"cni-{node}.enrolled.json"),
-        "trust_domain": reg.get("trust_domain", "cluster.local"),
+        "trust_domain": plan.registry.trust_domain,
         "pods": sorted(pods, key=lambda p: p["name"]),
     }
     os.makedirs(sockets, exist_ok=True)
     path = config_path(state_dir, node)
-    with open(path + ".tmp", "w") as f:
-        json.dump(cfg, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, json.dumps(cfg, indent=1, sort_keys=True))
     return path
 
 
@@ -140,7 +132,7 @@ class Agent:
         self._plugin: socket.socket | None = None
         self._ipset: Any = None
 
-    # ---- host rules (B3)
+    # ---- host rules (the node's probe SNAT: ``CreateHostRulesForHealthChecks``)
 
     def _ipset_handle(self) -> Any:
         if self._ipset is None:
@@ -190,7 +182,7 @@ class Agent:
         except Exception as e:  # stopping: report, never hang
             log.warning("deleting host rules: %s", e)
 
-    # ---- pod rules (B2)
+    # ---- pod rules (``CreateInpodRules`` / ``DeleteInpodRules``)
 
     def pod_rules(self, p: PodEntry) -> str:
         """Make the in-pod rules, reusing exact ones; returns what was done."""
@@ -225,7 +217,7 @@ class Agent:
         td = self.cfg.get("trust_domain", "cluster.local") if inpod.sends_trust_domain(self.version) else ""
         return WorkloadInfo(p.name, p.namespace, p.service_account, td)
 
-    # ---- enrollment (B4)
+    # ---- enrollment (``AddPodToMesh`` / ``RemovePodFromMesh``)
 
     def _pod_lock(self, name: str) -> threading.Lock:
         with self.lock:
@@ -295,9 +287,7 @@ class Agent:
     def _save_enrolled(self) -> None:
         path = self.cfg.get("enrolled_file")
         if path:
-            with open(path + ".tmp", "w") as f:
-                json.dump(sorted(self.enrolled), f)
-            os.replace(path + ".tmp", path)
+            write_atomic(path, json.dumps(sorted(self.enrolled)))
 
     # ---- plugin socket
 
