@@ -9,6 +9,9 @@ doctests=(
   netlab/protocols
   netlab/export
   netlab/observe/report
+  netlab/observe/decode.py
+  netlab/observe/accesslog.py
+  netlab/observe/trace.py
   netlab/apply/iptables.py
   netlab/apply/teardown.py
 )

@@ -23,6 +23,8 @@ from netlab.linux.nsenter import netns_path
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
     "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
+    "nft": "nftables",  # netlab trace
+    "conntrack": "conntrack",  # the teaching labs' connection views
 }
 
 
@@ -33,6 +35,34 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+
+    @property
+    def instead(self) -> str:
+        """What netlab does when this is missing (empty: it cannot run without it)."""
+        return FALLBACKS.get(self.name, ("", ""))[0]
+
+    @property
+    def loses(self) -> str:
+        """What a learner loses when this is missing and netlab works around it."""
+        return FALLBACKS.get(self.name, ("", ""))[1]
+
+
+# check name -> (what netlab does instead, what the learner loses); required checks have none
+FALLBACKS: dict[str, tuple[str, str]] = {
+    "link geneve": (
+        "the userspace Geneve forwarder (--encap auto picks it): TAP devices named istioin/istioout and "
+        "pistioin/pistioout with the same addresses and MTU, and one process per node that carries every "
+        "frame in a real Geneve packet (UDP 6081, VNI 1000/1001, protocol 0x6558) over the node-ztunnel veth",
+        "`ip -d link show istioin` says tun, not geneve; a process sits on the tunnel path (its CPU shows in "
+        "latency); kernel geneve's own counters and offloads. The Geneve packets on the veth are the same.",
+    ),
+    "link vxlan": ("--encap vxlan is refused; auto never needs it", "nothing: vxlan is only an alternative encap"),
+    "tool tshark": ("captures are still written (tcpdump/AF_PACKET); decode them on another machine",
+                    "on-box Geneve and HTTP/2 decoding of captures (labs 2 and 3, docs/geneve.md)"),
+    "tool tcpdump": ("netlab's own captures need no tcpdump", "tcpdump one-liners in the docs"),
+    "tool conntrack": ("nothing: the kernel still tracks connections, only the tool is missing",
+                       "the conntrack views of labs 2, 3 and 6 (the VIP kept, the client's IP, connection marks)"),
+}
 
 
 def _rules(ns: str, text: str) -> tuple[bool, str]:
@@ -66,7 +96,7 @@ def run_checks() -> list[Check]:
     for tool, pkg in TOOLS.items():
         path = shutil.which(tool)
         checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
-                            required=tool not in ("tshark", "tcpdump")))
+                            required=tool not in ("tshark", "tcpdump", "nft", "conntrack")))
     if not root:
         return checks
     probe = names.probe_netns()

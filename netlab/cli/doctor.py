@@ -19,8 +19,8 @@ def doctor(json_: JsonOpt = False) -> None:
     checks = run_checks()
     bad = [c for c in checks if not c.ok and c.required]
     if json_:
-        emit_json("doctor", [c.__dict__ for c in checks], status="ok" if not bad else "error",
-                  errors=[f"{c.name}: {c.detail}" for c in bad])
+        emit_json("doctor", [{**c.__dict__, "instead": c.instead, "loses": c.loses} for c in checks],
+                  status="ok" if not bad else "error", errors=[f"{c.name}: {c.detail}" for c in bad])
     else:
         t = Table(title="netlab doctor")
         for c in ("check", "result", "detail", "fix"):
@@ -29,6 +29,12 @@ def doctor(json_: JsonOpt = False) -> None:
             res = "ok" if c.ok else ("MISSING" if c.required else "fallback")
             t.add_row(c.name, res, c.detail, "" if c.ok else c.fix)
         out.print(t)
+        for c in checks:
+            if not c.ok and c.instead:
+                out.print(f"\n{c.name} is missing.\n  netlab instead: {c.instead}\n  you lose: {c.loses}",
+                          markup=False)
+            elif not c.ok and c.required:
+                out.print(f"\n{c.name} is missing: netlab cannot run labs without it ({c.fix}).", markup=False)
     if bad:
         fail(f"{len(bad)} required check{'s' if len(bad) > 1 else ''} failed: {', '.join(c.name for c in bad)}",
              bad[0].fix or None)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from netlab.cli import capture, common, doctor, export, inspect, lifecycle, report
+from netlab.cli import capture, common, doctor, export, inspect, lifecycle, report, teach
 
 app = typer.Typer(name="netlab", cls=common.OneLineErrors, add_completion=False, no_args_is_help=True,
                   rich_markup_mode=None, pretty_exceptions_show_locals=False,
@@ -27,6 +27,7 @@ GROUPS: tuple[tuple[typer.Typer, str | None], ...] = (
     (report.app, None),
     (doctor.app, None),
     (export.app, "export"),
+    (teach.app, "lab"),
 )
 for _group, _name in GROUPS:
     app.add_typer(_group, name=_name)

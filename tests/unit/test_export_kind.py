@@ -194,3 +194,40 @@ def test_scripts_pass_bash_n_and_shellcheck(tmp_path: Path, topo: str, minor: st
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     r = subprocess.run(["shellcheck", "--severity=style", *scripts], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_docs_release_table_is_the_code() -> None:
+    """docs/real-cluster.md's release table states exactly what the export writes."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "real-cluster.md").read_text()
+    rows = {cells[0]: cells for ln in doc.splitlines() if ln.startswith("| 1.")
+            for cells in [[c.strip() for c in ln.strip("|").split("|")]]}
+    assert set(rows) == set(RELEASES)
+    for minor, r in RELEASES.items():
+        assert rows[minor] == [minor, r.design, r.patch, r.kind_node_image, r.bookinfo_tag, r.sleep_image]
+
+
+MIXED = """name: exmix
+nodes: [{name: n1}]
+namespaces:
+  - {name: default, labels: {istio.io/dataplane-mode: ambient}}
+pods:
+  - {name: a, node: n1, app: sleep}
+  - {name: b, node: n1, app: echo, labels: {app: b, istio.io/dataplane-mode: none}}
+  - {name: c, node: n1, namespace: other, app: echo, labels: {app: c}}
+services:
+  - {name: b, selector: {app: b}, ports: [9080]}
+"""
+
+
+def test_enrollment_carries_over_and_run_sh_waits_only_for_enrolled_pods() -> None:
+    from netlab.topology import load_topology_text
+
+    files = render_kind(load_topology_text(MIXED, "mixed.yaml"), "1.22")
+    assert sorted(f for f in files if f.startswith("manifests/")) == ["manifests/default.yaml", "manifests/other.yaml"]
+    other = list(yaml.safe_load_all(files["manifests/other.yaml"]))
+    assert other[0]["kind"] == "Namespace" and "labels" not in other[0]["metadata"]
+    b = next(d for d in yaml.safe_load_all(files["manifests/default.yaml"])
+             if d["kind"] == "Deployment" and d["metadata"]["name"] == "b")
+    assert b["spec"]["template"]["metadata"]["labels"]["istio.io/dataplane-mode"] == "none"
+    waits = [ln.split()[6] for ln in files["run.sh"].splitlines() if " wait pod -l " in ln]
+    assert waits == ["netlab/pod=a"]

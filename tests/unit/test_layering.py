@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "netlab"
-LAYERS = ["protocols", "linux", "topology", "plan", "export", "apply", "runtime", "lab", "observe", "cli"]
+LAYERS = ["protocols", "linux", "topology", "plan", "export", "apply", "runtime", "lab", "observe", "teach", "cli"]
 PURE = ("protocols", "topology", "plan", "export")
 IMPURE = {"pyroute2", "iptc", "subprocess", "socket", "scapy", "asyncio"}
 

@@ -1,0 +1,36 @@
+"""Teaching labs 4 and 5 on one in-pod bookinfo (lab 5 adds its node-routing twin)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.kernel.helpers import netlab
+
+pytestmark = pytest.mark.root
+LAB = "lbti"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    netlab("lab", "start", "4", "--name", LAB, timeout=180)
+    try:
+        yield LAB
+    finally:
+        netlab("down", LAB, check=False)
+        netlab("down", f"{LAB}-nr", check=False)
+
+
+@pytest.mark.parametrize("number", [4, 5])
+def test_lab_run_passes(lab, number: int) -> None:
+    p = netlab("lab", "run", str(number), "--name", lab, timeout=300, check=False)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert f"lab {number}: all" in p.stdout
+
+
+def test_check_names_the_undone_in_pod_step(lab) -> None:
+    netlab("lab", "start", "4", "--name", lab)
+    netlab("unenroll", lab, "sleep")
+    p = netlab("lab", "check", "4", "--name", lab, check=False)
+    assert p.returncode == 1
+    assert "sleep's netns lacks chain(s) ISTIO_OUTPUT, ISTIO_PRERT: sleep is not enrolled" in p.stdout
+    netlab("enroll", lab, "sleep")
