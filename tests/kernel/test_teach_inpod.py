@@ -34,3 +34,11 @@ def test_check_names_the_undone_in_pod_step(lab) -> None:
     assert p.returncode == 1
     assert "sleep's netns lacks chain(s) ISTIO_OUTPUT, ISTIO_PRERT: sleep is not enrolled" in p.stdout
     netlab("enroll", lab, "sleep")
+
+
+def test_concepts_diagram_is_what_a_live_lab_draws(lab) -> None:
+    from netlab.teach.diagram import render
+    from tests.unit.test_docs_links import diagram_block
+
+    netlab("lab", "start", "4", "--name", lab)
+    assert render(lab) == diagram_block("inpod")
