@@ -66,7 +66,7 @@ LAB = TeachingLab(
         Step("Look at the lab: two nodes, a ztunnel on each, every process ready",
              "netlab status {lab}",
              "mode node-routing, istio 1.20; the processes table: one ztunnel/<node> per node, the "
-             "geneve/<node> forwarders (this kernel has no geneve links), one pod/<name> per workload",
+             "geneve/<node> forwarders when the kernel has no geneve links (encap geneve-user), one pod/<name> per workload",
              lambda ctx: lab_ready(ctx, "node-routing"),
              "`netlab lab start 1` stands the lab up; wait until every process is ready", kind="look"),
         Step("Send one request from sleep to productpage",
