@@ -102,6 +102,13 @@ LAB = TeachingLab(
         Counter("nat100", CLIENT_NODE, "nat", ("-A ztunnel-PREROUTING -m mark --mark 0x100/0x100 -j ACCEPT",)),
         Counter("tproxy15001", f"ztunnel-{CLIENT_NODE}", "mangle", ("--on-port 15001",)),
     ),
+    notes="""In a fresh lab one request moves the 0x100 rule by exactly 1 packet: only the SYN is marked.
+ztunnel answers sleep as the VIP through the ztunnel veth, so the connection gets connmark 0x210,
+and every later packet of sleep's takes mark 0x40 → rule 102 → table 102 straight to the ztunnel
+pod. The SYN is also the only packet of that connection inside Geneve VNI 1001. Why the VIP is
+still the destination: nat's `ztunnel-PREROUTING` ACCEPTs 0x100 before kube-proxy's
+`KUBE-SERVICES`, so conntrack's reply tuple starts `src=10.96.0.10`. Step by step with counters:
+[walk](../walk-node-routing.md).""",
     steps=(
         Step("sleep is a member of the node's ipset",
              f"netlab exec {{lab}} {CLIENT_NODE} -- ipset list {IPSET}",
