@@ -105,3 +105,12 @@ def test_concepts_diagram_is_what_a_live_lab_draws(lab) -> None:
 
     netlab("lab", "start", "1", "--name", lab)  # every pod enrolled, as in the doc
     assert render(lab) == diagram_block("node-routing")
+
+
+def test_walk_and_node_routing_docs_commands_print_what_the_docs_show(lab) -> None:
+    from tests.kernel.doc_snippets import check_doc
+
+    netlab("lab", "start", "1", "--name", lab)
+    netlab("exec", lab, "sleep", "--", "curl", "-s", "-o", "/dev/null", "http://productpage:9080/")
+    problems = check_doc("docs/walk-node-routing.md", lab)
+    assert not problems, "\n".join(problems)
