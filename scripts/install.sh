@@ -6,10 +6,12 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 # one package per line. iperf3: the report's bulk transfer and the benchmarks; chromium: the
 # report's browser test (headless); sockperf, wrk, nginx-light: the data-path benchmarks;
-# shellcheck: the export tests; conntrack: the teaching labs' connection views
+# shellcheck: the export tests; nftables: netlab trace (nft); conntrack: the teaching labs'
+# connection views
 packages=(
   iproute2
   iptables
+  nftables
   ipset
   tcpdump
   tshark

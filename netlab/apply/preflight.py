@@ -22,7 +22,9 @@ from netlab.linux.nsenter import netns_path
 
 TOOLS = {
     "ip": "iproute2", "iptables": "iptables", "iptables-restore": "iptables", "ipset": "ipset",
-    "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux", "conntrack": "conntrack",
+    "tcpdump": "tcpdump", "tshark": "tshark", "curl": "curl", "nsenter": "util-linux",
+    "nft": "nftables",  # netlab trace
+    "conntrack": "conntrack",  # the teaching labs' connection views
 }
 
 
@@ -94,7 +96,7 @@ def run_checks() -> list[Check]:
     for tool, pkg in TOOLS.items():
         path = shutil.which(tool)
         checks.append(Check(f"tool {tool}", bool(path), path or "not found", f"apt-get install {pkg}",
-                            required=tool not in ("tshark", "tcpdump", "conntrack")))
+                            required=tool not in ("tshark", "tcpdump", "nft", "conntrack")))
     if not root:
         return checks
     probe = names.probe_netns()

@@ -76,7 +76,7 @@ def capture(
 
 def _print_capture(res) -> None:
     t = Table(title=f"capture of {res.lab}: {res.directory}")
-    for c in ("member (netns nl-<lab>-<member>)", "device", "packets", "kernel drops"):
+    for c in ("member (netns nl-<lab>.<member>)", "device", "packets", "kernel drops"):
         t.add_column(c, justify="right" if c in ("packets", "kernel drops") else "left", no_wrap=True)
     for i in sorted(res.interfaces, key=lambda i: (i.member, i.device)):
         t.add_row(i.member, i.device, str(i.packets), str(i.kernel_drops))
@@ -110,3 +110,43 @@ def format_path(n: int, p) -> list[str]:
     if over is not None:
         lines.append(f"  HBONE leg: +{over[0]} B up, +{over[1]} B down over the app bytes. {hopslib.OVERHEAD_NOTE}.")
     return lines
+
+
+@app.command()
+@boundary
+def trace(
+    lab: Annotated[str, typer.Argument(help="Lab name.")],
+    source: Annotated[str, typer.Option("--from", help="Pod that opens the connection.")] = "",
+    destination: Annotated[str, typer.Option("--to", help="HOST:PORT (a service, pod or IP).")] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Open one new TCP connection and list, in path order, every netfilter rule and routing
+    decision it met in each netns (from nftables tracing and ip route get; nothing left behind)."""
+    from netlab.observe import trace as tracelib
+    from netlab.observe.model import RuleMatch
+
+    if not source or not destination:
+        raise LabError("--from POD and --to HOST:PORT are required")
+    tr = tracelib.trace(lab, source=source, destination=destination)
+    if json_:
+        data = dataclasses.asdict(tr)
+        data["steps"] = [{"kind": "rule" if isinstance(s, RuleMatch) else "route", **dataclasses.asdict(s)}
+                         for s in tr.steps]
+        emit_json("trace", data)
+        return
+    out.print(f"trace {source} -> {tr.destination} (source port {tr.sport}, "
+              f"{'connected' if tr.connected else 'not accepted'})", markup=False)
+    packet = None
+    for s in tr.steps:
+        if s.packet != packet:
+            packet = s.packet
+            head = packet if packet == "SYN" else f"{packet} (later packets, first of each kind)"
+            out.print(head, markup=False, style="bold")
+        if isinstance(s, RuleMatch):
+            marks = f"mark {s.mark_before:#x}" + (f" -> {s.mark_after:#x}" if s.mark_after != s.mark_before else "")
+            out.print(f"  {s.member:<24} {s.table:<7} {s.chain:<20} {s.rule}  [{marks}] => {s.verdict}",
+                      markup=False, soft_wrap=True)
+        else:
+            via = f"iif {s.iif}" if s.iif else "sent locally"
+            out.print(f"  {s.member:<24} route   {via}, mark {s.mark:#x}: ip rule {s.priority} -> table {s.table}: "
+                      f"{s.route}", markup=False, soft_wrap=True)

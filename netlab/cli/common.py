@@ -29,6 +29,8 @@ err = Console(stderr=True, highlight=False, emoji=False)
 # rich wraps at 80 columns when it is not writing to a terminal: a one-line message must stay
 # one line for scripts. On a terminal, wrapping is left to rich (the progress display needs it).
 err.soft_wrap = not err.is_terminal
+if not out.is_terminal:  # tables piped to grep or a file keep one row per line
+    out.width = 400
 F = TypeVar("F", bound=Callable[..., Any])
 RESULT_VERSION = 1
 state = {"verbose": False}
@@ -39,7 +41,7 @@ LabName = Annotated[str, typer.Argument(metavar="LAB", help="Lab name.")]
 TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="Node, pod, or ztunnel-<node>.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
-# typer >= 0.24 vendors its own click; its exception classes are reachable through the public
+# recent typer releases vendor their own click; its exception classes are reachable through the public
 # typer.BadParameter (a click UsageError) whichever click is underneath.
 _MRO = {c.__name__: c for c in typer.BadParameter.__mro__}
 ClickException: type[Exception] = _MRO["ClickException"]
@@ -90,9 +92,9 @@ def boundary(fn: F) -> F:
                 emit_json(command_name(), None, status="error", errors=[one_line(e.message)])
             fail(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (their signum is on the exception)
             sys.stderr.write("netlab: interrupted\n")
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(e, "signum", 2)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -118,7 +120,7 @@ class OneLineErrors(TyperGroup):
         except UsageError as e:
             ctx = getattr(e, "ctx", None)
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `netlab`: the help, as asked for
-                e.show()  # type: ignore[attr-defined]
+                sys.stdout.write(e.format_message() + "\n")  # type: ignore[attr-defined]
                 sys.exit(0)
             fail(e.format_message(),  # type: ignore[attr-defined]
                  f"see `{ctx.command_path} --help`" if ctx is not None else None)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from netlab.cli.common import JsonOpt, boundary, emit_json, err, out
+
+if TYPE_CHECKING:
+    from netlab.export.bundle import ExportResult
 
 app = typer.Typer(no_args_is_help=True, help="Export a topology to a real kind cluster with real Istio ambient.")
 
@@ -19,7 +22,7 @@ class IstioVersion(StrEnum):
     v1_24 = "1.24"
 
 
-def _report(command: str, res, json_: bool, next_step: str) -> None:  # noqa: ANN001 (an ExportResult)
+def _report(command: str, res: ExportResult, json_: bool, next_step: str) -> None:
     if json_:
         emit_json(command, res.__dict__)
         return

@@ -66,11 +66,11 @@ def exec_(
     """Run a command inside a node's or pod's netns, with the lab's /etc/hosts."""
     from netlab.lab import lifecycle as lablib
 
-    ns = lablib.target_netns(lab, target)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise LabError("no command given (netlab exec LAB TARGET -- CMD...)")
+        raise typer.BadParameter("no command given (netlab exec LAB TARGET -- CMD...)", param_hint="CMD")
+    ns = lablib.target_netns(lab, target)
     sys.stdout.flush()
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
 

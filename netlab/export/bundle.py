@@ -24,6 +24,7 @@ from pathlib import Path
 import jinja2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from netlab import __version__
 from netlab.errors import NetlabError, TopologyError
 from netlab.export import snapshot
 from netlab.export.k8s import to_yaml
@@ -38,9 +39,6 @@ _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("netlab.export", "templates"), undefined=jinja2.StrictUndefined,
     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 _TEMPLATES.filters["shq"] = lambda v: shlex.quote(str(v))
-#: route tables each kind of namespace is shown with (the design's own tables, then main)
-TABLES = {"node-routing": {"node": "100 101 102 main", "ztunnel": "100 101 102 main", "pod": "main"},
-          "inpod": {"node": "main", "ztunnel": "main", "pod": "100 main"}}
 
 
 class _Info(BaseModel):
@@ -62,6 +60,7 @@ class Request(_Info):
 class ExportedPod(_Info):
     name: str
     namespace: str
+    ambient: bool  # enrolled, as the topology decides it (pod label, else namespace label)
 
 
 class ExportedNode(_Info):
@@ -75,6 +74,7 @@ class ExportInfo(_Info):
     """``export.json``: what ``export kind`` wrote, for ``export observe`` to read back."""
 
     schema_version: int = EXPORT_SCHEMA_VERSION
+    netlab_version: str = __version__
     topology: str
     cluster: str
     istio_minor: str
@@ -102,7 +102,8 @@ def seed_request(topo: Topology) -> Request | None:
 def export_info(topo: Topology, rel: IstioRelease) -> ExportInfo:
     names = kind_node_names(topo)
     nodes = [ExportedNode(node=n, kind_name=k, pod_cidr=str(topo.node(n).pod_cidr),
-                          pods=[ExportedPod(name=p.name, namespace=p.namespace) for p in topo.pods if p.node == n])
+                          pods=[ExportedPod(name=p.name, namespace=p.namespace, ambient=topo.ambient(p))
+                                for p in topo.pods if p.node == n])
              for n, k in names.items()]
 
     return ExportInfo(topology=topo.name, cluster=cluster_name(topo), istio_minor=rel.minor, istio_patch=rel.patch,
@@ -141,11 +142,9 @@ def render_kind(topo: Topology, minor: str) -> dict[str, str]:
 
 
 def render_observe(info: ExportInfo) -> dict[str, str]:
-    tables = TABLES.get(info.design, TABLES["inpod"])
     script = _TEMPLATES.get_template("observe.sh.j2").render(
         topology=info.topology, cluster=info.cluster, minor=info.istio_minor, design=info.design,
-        nodes=info.nodes, request=info.request, node_tables=tables["node"], ztunnel_tables=tables["ztunnel"],
-        pod_tables=tables["pod"])
+        nodes=info.nodes, request=info.request, netlab_version=info.netlab_version)
     return {"observe.sh": script, "netlab_snapshot.py": Path(snapshot.__file__).read_text()}
 
 

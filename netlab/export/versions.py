@@ -35,7 +35,8 @@ Design = Literal["node-routing", "inpod"]
 ECHO_IMAGE = "hashicorp/http-echo:1.0"
 #: The Kubernetes version whose published OpenAPI schemas the tests validate every manifest with.
 SCHEMA_KUBERNETES = "1.31.0"
-#: The kind release whose node images the ``KIND_NODE_IMAGE`` defaults name.
+#: The kind release whose node images the ``KIND_NODE_IMAGE`` defaults name (its release notes list
+#: each image with the digest it must be pulled by).
 KIND_RELEASE = "v0.25.0"
 
 
@@ -55,6 +56,7 @@ class IstioRelease:
     patch: str
     design: Design
     kubernetes: str  # the kind node image's Kubernetes version, inside the release's support range
+    kind_digest: str  # kind's release notes: pull the image by digest to get the one built for that kind
     bookinfo_tag: str
     sleep_image: str
     istioctl_args: tuple[str, ...]
@@ -63,7 +65,7 @@ class IstioRelease:
 
     @property
     def kind_node_image(self) -> str:
-        return f"kindest/node:v{self.kubernetes}"
+        return f"kindest/node:v{self.kubernetes}@sha256:{self.kind_digest}"
 
     def bookinfo_image(self, service: str, version: str) -> str:
         return f"docker.io/istio/examples-bookinfo-{service}-{version}:{self.bookinfo_tag}"
@@ -75,6 +77,7 @@ _ZTUNNEL = HelmStep("ztunnel", "istio/ztunnel", "istio-system")
 RELEASES: dict[str, IstioRelease] = {
     "1.20": IstioRelease(
         minor="1.20", patch="1.20.8", design="node-routing", kubernetes="1.28.15",
+        kind_digest="a7c05c7ae043a0b8c818f5a06188bc2c4098f6cb59ca7d1856df00375d839251",
         bookinfo_tag="1.18.0", sleep_image="curlimages/curl",
         istioctl_args=("install", "--set", "profile=ambient", "--skip-confirmation"),
         helm=(_BASE,
@@ -86,6 +89,7 @@ RELEASES: dict[str, IstioRelease] = {
         docs="https://istio.io/v1.20/docs/ops/ambient/getting-started/"),
     "1.22": IstioRelease(
         minor="1.22", patch="1.22.8", design="inpod", kubernetes="1.30.6",
+        kind_digest="b6d08db72079ba5ae1f4a88a09025c0a904af3b52387643c285442afb05ab994",
         bookinfo_tag="1.19.1", sleep_image="curlimages/curl",
         istioctl_args=("install", "--set", "profile=ambient", "--skip-confirmation"),
         helm=(HelmStep("istio-base", "istio/base", "istio-system", ("--create-namespace", "--wait")),
@@ -95,6 +99,7 @@ RELEASES: dict[str, IstioRelease] = {
         docs="https://istio.io/v1.22/docs/ambient/install/istioctl/"),
     "1.24": IstioRelease(
         minor="1.24", patch="1.24.6", design="inpod", kubernetes="1.31.2",
+        kind_digest="18fbefc20a7113353c7b75b5c869d7145a6abd6269154825872dc59c1329912e",
         bookinfo_tag="1.20.2", sleep_image="curlimages/curl",
         istioctl_args=("install", "--set", "profile=ambient", "--skip-confirmation"),
         helm=(HelmStep("istio-base", "istio/base", "istio-system", ("--create-namespace", "--wait")),

@@ -22,6 +22,7 @@ from netlab import names
 from netlab.apply import hosts as hosts_mod
 from netlab.apply import netns as netns_mod
 from netlab.errors import LabError, PreflightError
+from netlab.lab import interrupt
 from netlab.lab.inventory import (
     creator_alive,
     known_labs,
@@ -56,7 +57,8 @@ def require_root() -> None:
 def down(lab: str) -> DownResult:
     """Remove everything of ``lab``: processes, netns, hosts files, state. Safe to repeat."""
     require_root()
-    with lab_lock(lab, "down"):
+    # a half-done down is worse than a slow one: Ctrl-C, SIGTERM and SIGHUP wait until it ends
+    with interrupt.ignored(), lab_lock(lab, "down"):
         return down_locked(lab)
 
 

@@ -72,3 +72,22 @@ def ignored() -> Iterator[None]:
 
 def name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside ``up``'s own handling: unwinds like Ctrl-C, remembers which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(name(signum))
+        self.signum = signum
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise SignalInterrupt(signum)
+
+
+def install_cli_defaults() -> None:
+    """For the whole CLI run: SIGTERM and SIGHUP unwind like Ctrl-C (``finally`` blocks run,
+    one line is printed, exit 128 + n) instead of killing the process mid-step."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _raise)

@@ -34,10 +34,15 @@ from netlab.plan import build_plan
 from netlab.plan.build import check_options
 from netlab.plan.objects import Plan
 from netlab.runtime import supervisor
+from netlab.runtime.spec import ProcessSpec
 from netlab.topology import load_topology
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+# how long `up` waits for its processes (plus 0.1 s each) before it calls the start failed: a
+# failure detector, not a goal (crash loops are caught at once by their restart count); on a
+# busy shared machine (load 15 on 2 cores) an in-pod bookinfo took 22 s
+START_TIMEOUT_S = 60.0
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -215,7 +220,7 @@ def _up_locked(plan: Plan, topology: str, t0: float, sig: interrupt.Recorder, *,
         specs.prepare_mesh(plan, state)
         procs = specs.specs(plan, state, iptables_backend)
         start_supervisor(lab, procs)
-        budget = timeout or (20.0 + 0.1 * len(procs))
+        budget = timeout or (START_TIMEOUT_S + 0.1 * len(procs))
         wait_ready(lab, len(procs), progress=checked, timeout=budget)
         if plan.mode == "inpod":
             wait_mesh(lab, progress=checked, timeout=budget)
@@ -228,21 +233,25 @@ def _up_locked(plan: Plan, topology: str, t0: float, sig: interrupt.Recorder, *,
             with interrupt.ignored():
                 progress("rollback", 0, 1)
                 down_locked(lab)
+        kept = "kept (--retain)" if retain else "rolled back"
         if isinstance(e, KeyboardInterrupt) or sig.signals:
             signum = sig.signum or signal.SIGINT
-            raise interrupt.Interrupted(f"interrupted by {interrupt.name(signum)}: lab {lab!r} "
-                                        + ("kept (--retain)" if retain else "rolled back"), signum) from None
+            raise interrupt.Interrupted(f"interrupted by {interrupt.name(signum)}: lab {lab!r} {kept}", signum) from None
+        if isinstance(e, OSError) and not isinstance(e, NetlabError):  # a full or read-only state dir...
+            where = f" ({e.filename})" if e.filename else ""
+            raise LabError(f"lab {lab!r} {kept}: {e.strerror or e}{where}",
+                           hint=f"check free space and permissions of {names.STATE_ROOT}") from None
         raise
     return UpResult(lab, plan.mode, plan.istio_version, plan.encap, True, time.monotonic() - t0,
                     netns=len(plan.namespaces), processes=len(plan.processes))
 
 
-def start_supervisor(lab: str, procs: list[dict] | None = None) -> int:
+def start_supervisor(lab: str, procs: list[ProcessSpec] | None = None) -> int:
     """Spawn the lab's supervisor (``procs`` written first; None: the specs already saved)."""
     state = names.state_dir(lab)
     if procs is not None:
         with open(names.processes_path(state), "w") as f:
-            json.dump(procs, f, indent=1)
+            json.dump([p.to_json() for p in procs], f, indent=1)
     logf = open(os.path.join(names.logs_dir(state), "supervisor.log"), "ab")
     try:
         p = subprocess.Popen([sys.executable, "-m", supervisor.__name__, lab], stdin=subprocess.DEVNULL,
@@ -265,7 +274,7 @@ def readopt(lab: str, *, progress: Progress = _noop, timeout: float | None = Non
     inodes = {i for i in (netns_mod.inode(n) for n in lab_netns(lab, rec)) if i}
     reaper.terminate(reaper.pids_in(inodes))
     start_supervisor(lab)
-    budget = timeout or (20.0 + 0.1 * count)
+    budget = timeout or (START_TIMEOUT_S + 0.1 * count)
     wait_ready(lab, count, progress=progress, timeout=budget)
     if rec is not None and rec.mode == "inpod":
         wait_mesh(lab, progress=progress, timeout=budget)

@@ -59,10 +59,14 @@ def holder(lab: str) -> Holder | None:
         os.close(fd)
 
 
+GC_WAIT_S = 10.0  # gc holds a lab's lock only to look at it (or to remove it): worth waiting for
+
+
 def _acquire(lab: str, op: str, wait: float) -> int:
     os.makedirs(names.STATE_ROOT, exist_ok=True)
     path = names.lock_path(lab)
-    deadline = time.monotonic() + wait
+    start = time.monotonic()
+    deadline = start + wait
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -70,7 +74,9 @@ def _acquire(lab: str, op: str, wait: float) -> int:
         except BlockingIOError:
             who = Holder.parse(os.pread(fd, 64, 0).decode(errors="replace"))
             os.close(fd)
-            if time.monotonic() < deadline:
+            # a gc passing by is waited for (it lets go in moments); another up or down is not
+            gc_passing = op != "gc" and (who is None or who.op == "gc") and time.monotonic() < start + GC_WAIT_S
+            if time.monotonic() < deadline or gc_passing:
                 time.sleep(0.05)
                 continue
             by = f"pid {who.pid} is running `netlab {who.op}` on it" if who else "another netlab command holds it"
@@ -81,8 +87,11 @@ def _acquire(lab: str, op: str, wait: float) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {op}\n".encode(), 0)
+            try:  # who holds it, for the refusal message; a full disk must not stop the lock
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {op}\n".encode(), 0)
+            except OSError:
+                pass
             return fd
         os.close(fd)  # the holder we waited for removed that file: lock the new one
 

@@ -12,6 +12,7 @@ import sys
 from netlab import names
 from netlab.errors import PreflightError
 from netlab.plan.objects import Plan, Process
+from netlab.runtime.spec import ProcessSpec, Workload
 
 # ztunnel's log level in a lab: `NETLAB_ZTUNNEL_LOG_LEVEL=debug netlab up ...` adds the access
 # log's `connection opened` lines (ztunnel's default is info, as RUST_LOG in Istio's chart)
@@ -28,8 +29,8 @@ def ztunnel_log_level() -> str:
     return level
 
 
-def _py(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
+def _py(module: str, *args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", module, *args)
 
 
 def prepare_mesh(plan: Plan, state: str) -> None:
@@ -46,32 +47,32 @@ def prepare_mesh(plan: Plan, state: str) -> None:
     certs.ensure_identities(os.path.join(state, "certs"), ids)
 
 
-def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") -> dict:
+def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") -> ProcessSpec:
     if p.kind == "workload":
         app = p.arg("app")
         if app == "sleep":
-            return {"name": p.name, "ns": p.ns, "argv": ["sleep", "infinity"], "ready": "alive"}
-        return {"name": p.name, "ns": p.ns, "comm": app, "ready": "pipe",
-                "workload": {"app": app, "pod": p.arg("pod"), "port": p.arg("port"), "version": p.arg("version")}}
+            return ProcessSpec(p.name, p.ns, argv=("sleep", "infinity"), ready="alive")
+        return ProcessSpec(p.name, p.ns, comm=app, ready="pipe",
+                           workload=Workload(app, p.arg("pod"), int(p.arg("port")), p.arg("version")))
     if p.kind == "ztunnel":
         node = p.arg("node")
         cfg = {"node": node, "mode": p.arg("mode"), "registry": names.registry_path(state),
                "certs_dir": os.path.join(state, "certs"),
-               "access_log": os.path.join(state, "logs", f"ztunnel.{node}.access.log"),
+               "access_log": os.path.join(names.logs_dir(state), f"ztunnel.{node}.access.log"),
                "zds_socket": names.zds_socket(state, node) if p.arg("mode") == "inpod" else None,
                "trust_domain": plan.registry.get("trust_domain", "cluster.local"),
                "log_level": ztunnel_log_level()}
         path = os.path.join(state, f"ztunnel-{node}.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1, sort_keys=True)
-        return {"name": p.name, "ns": p.ns, "argv": _py("netlab.runtime.ztunnel", "--config", path),
-                "hosts": False, "ready": "pipe"}
+        return ProcessSpec(p.name, p.ns, argv=_py("netlab.runtime.ztunnel", "--config", path), hosts=False,
+                           ready="pipe")
     if p.kind == "geneve":
         node = p.name.split("/", 1)[1]
-        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
+        return ProcessSpec(p.name, p.ns, hosts=False, ready="pipe", argv=_py(
             "netlab.runtime.geneve", "--node-netns", p.arg("node-netns"), "--pod-netns", p.arg("pod-netns"),
             "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
-            "--stats-file", os.path.join(state, "logs", f"geneve.{node}.stats.json"))}
+            "--stats-file", os.path.join(names.logs_dir(state), f"geneve.{node}.stats.json")))
     if p.kind == "cni-agent":
         from netlab.runtime.cniagent import agent as cniagent
 
@@ -80,14 +81,14 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
         from netlab.apply.iptables import VARIANT_ENV, backend_variant
 
         v = backend_variant(iptables_backend)
-        return {"name": p.name, "ns": p.ns, "hosts": False, "ready": "pipe", "argv": _py(
+        return ProcessSpec(p.name, p.ns, hosts=False, ready="pipe", argv=_py(
             "netlab.runtime.cniagent", "--lab", plan.lab, "--node", node, "--config", path),
-            "env": {VARIANT_ENV: v} if v else {}}
+            env={VARIANT_ENV: v} if v else {})
     raise ValueError(f"unknown process kind {p.kind}")
 
 
-def specs(plan: Plan, state: str, iptables_backend: str = "restore") -> list[dict]:
-    os.makedirs(os.path.join(state, "sockets"), exist_ok=True)
+def specs(plan: Plan, state: str, iptables_backend: str = "restore") -> list[ProcessSpec]:
+    os.makedirs(names.sockets_dir(state), exist_ok=True)
     # infrastructure first: tunnels and ztunnels before workloads, as a node would start them
     order = {"geneve": 0, "cni-agent": 1, "ztunnel": 2, "workload": 3}
     return [spec(plan, p, state, iptables_backend) for p in sorted(plan.processes, key=lambda p: (order[p.kind], p.name))]

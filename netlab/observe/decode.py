@@ -10,7 +10,7 @@ same frames, and the Geneve header is read by the lab's own codec
 >>> from scapy.layers.inet import IP, TCP
 >>> from scapy.layers.l2 import Ether
 >>> p = decode(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1234, dport=80, flags="S", seq=7)))
->>> (p.src, p.sport, p.dst, p.dport, p.syn, p.seq, p.vni)
+>>> (ntoa(p.src), p.sport, ntoa(p.dst), p.dport, p.syn, p.seq, p.vni)
 ('10.0.0.1', 1234, '10.0.0.2', 80, True, 7, None)
 """
 
@@ -30,26 +30,26 @@ _ETHTYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBB")
 _UDP = struct.Struct("!HH")
-_ntoa = socket.inet_ntoa
+ntoa = socket.inet_ntoa
 
 
 @dataclass(slots=True)
 class TcpPacket:
-    """A TCP segment's addresses and sequence space; ``vni`` is set when it rode in Geneve."""
+    """A TCP segment's addresses and sequence space; ``vni`` is set when it rode in Geneve.
 
-    src: str
+    Addresses stay the 4 raw bytes (hop reconstruction keys on them; :func:`ntoa` formats).
+    """
+
+    src: bytes
     sport: int
-    dst: str
+    dst: bytes
     dport: int
     flags: int
     seq: int
     payload: int  # TCP payload bytes
     first_byte: int  # first payload byte (-1 when none): 0x16/0x17 start TLS records
     vni: int | None = None
-
-    @property
-    def syn(self) -> bool:
-        return bool(self.flags & SYN) and not self.flags & ACK
+    syn: bool = False  # a SYN without ACK: the client opening the connection
 
 
 def decode(frame: bytes, offset: int = 0, vni: int | None = None) -> TcpPacket | None:
@@ -72,8 +72,8 @@ def decode(frame: bytes, offset: int = 0, vni: int | None = None) -> TcpPacket |
             sport, dport, seq, _ack, doff, flags = _TCP.unpack_from(frame, l4)
             data = l4 + (doff >> 4) * 4
             payload = max(0, end - data)
-            return TcpPacket(_ntoa(src), sport, _ntoa(dst), dport, flags, seq, payload,
-                             frame[data] if payload else -1, vni)
+            return TcpPacket(src, sport, dst, dport, flags, seq, payload, frame[data] if payload else -1, vni,
+                             flags & (SYN | ACK) == SYN)
         if proto == PROTO_UDP and vni is None:
             _sp, dp = _UDP.unpack_from(frame, l4)
             if dp == GENEVE_PORT:

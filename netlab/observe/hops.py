@@ -26,6 +26,7 @@ and :func:`paths_for_capture` feeds it a capture's files and the lab's logs.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import os
@@ -36,7 +37,7 @@ from netlab import names as nm
 from netlab.lab.state import load_record
 from netlab.observe import accesslog, pcapfiles
 from netlab.observe.accesslog import AccessEntry
-from netlab.observe.decode import decode
+from netlab.observe.decode import decode, ntoa
 from netlab.observe.model import CaptureResult, Hop, Leg, Path
 
 HBONE_PORT = 15008
@@ -46,6 +47,7 @@ _SEQ = 1 << 32
 _HALF = 1 << 31
 
 Endpoint = tuple[str, int]
+RawEndpoint = tuple[bytes, int]  # the address as its 4 raw bytes (what the decoder gives)
 
 
 @dataclass
@@ -67,9 +69,9 @@ class _HopAcc:
     netns: str
     device: str
     outgoing: bool
-    src: str
+    src: bytes
     sport: int
-    dst: str
+    dst: bytes
     dport: int
     vni: int | None
     packets: int = 0
@@ -87,7 +89,7 @@ class _Seq:
     hi: int = 0
     data: bool = False
 
-    def add(self, seq: int, length: int, syn: bool) -> None:
+    def add(self, seq: int, length: int, syn: int) -> None:
         if syn:
             self.base = seq + 1
             return
@@ -111,8 +113,8 @@ class _Seq:
 
 @dataclass(slots=True)
 class _Segment:
-    client: Endpoint
-    server: Endpoint
+    client: RawEndpoint
+    server: RawEndpoint
     hops: dict[tuple, _HopAcc] = field(default_factory=dict)
     up: _Seq = field(default_factory=_Seq)
     down: _Seq = field(default_factory=_Seq)
@@ -122,7 +124,7 @@ class _Segment:
     tls: bool = False
 
 
-def _client_of(a: Endpoint, b: Endpoint) -> Endpoint:
+def _client_of(a: RawEndpoint, b: RawEndpoint) -> RawEndpoint:
     """Without a SYN: the side on an ephemeral port opened the connection (else the higher port)."""
     if (a[1] >= EPHEMERAL_MIN) != (b[1] >= EPHEMERAL_MIN):
         return a if a[1] >= EPHEMERAL_MIN else b
@@ -131,13 +133,18 @@ def _client_of(a: Endpoint, b: Endpoint) -> Endpoint:
 
 def segments(sightings: Iterable[pcapfiles.Sighting]) -> list[_Segment]:
     """Group every TCP sighting by its 4-tuple as seen, client side first."""
-    segs: dict[tuple[Endpoint, Endpoint], _Segment] = {}
+    segs: dict[tuple[RawEndpoint, RawEndpoint], _Segment] = {}
+    done: list[_Segment] = []
     for s in sightings:
         p = decode(s.data)
         if p is None:
             continue
         a, b = (p.src, p.sport), (p.dst, p.dport)
         seg = segs.get((a, b)) or segs.get((b, a))
+        if seg is not None and p.syn and seg.isn is not None and p.seq != seg.isn:
+            done.append(seg)  # the 4-tuple was reused by a new connection
+            del segs[(seg.client, seg.server)]
+            seg = None
         if seg is None:
             syn_ack = p.flags & 0x12 == 0x12
             client = a if p.syn else b if syn_ack else _client_of(a, b)
@@ -149,20 +156,20 @@ def segments(sightings: Iterable[pcapfiles.Sighting]) -> list[_Segment]:
         if hop is None:
             hop = seg.hops[key] = _HopAcc(s.ts_ns, s.netns, s.device, s.outgoing, p.src, p.sport, p.dst, p.dport, p.vni)
         hop.packets += 1
-        hop.bytes += len(s.data)
+        hop.bytes += s.wirelen or len(s.data)
         if p.syn:
             hop.syn = True
             seg.isn = p.seq
-        (seg.up if forward else seg.down).add(p.seq, p.payload, bool(p.flags & 0x02))
+        (seg.up if forward else seg.down).add(p.seq, p.payload, p.flags & 0x02)
         if p.first_byte in (0x16, 0x17) and HBONE_PORT in (p.sport, p.dport):
             seg.tls = True
         seg.last_ns = s.ts_ns
-    return list(segs.values())
+    return done + list(segs.values())
 
 
 def connections(segs: list[_Segment]) -> list[list[_Segment]]:
     """Segments of one connection across NAT: same client endpoint and sequence space."""
-    by_client: dict[Endpoint, list[list[_Segment]]] = {}
+    by_client: dict[RawEndpoint, list[list[_Segment]]] = {}
     for seg in sorted(segs, key=lambda g: g.first_ns):
         groups = by_client.setdefault(seg.client, [])
         for g in groups:
@@ -178,7 +185,7 @@ def connections(segs: list[_Segment]) -> list[list[_Segment]]:
 
 def _hop(h: _HopAcc, names: Names, flow: str) -> Hop:
     return Hop(time=h.time_ns / 1e9, netns=h.netns, device=h.device, direction="out" if h.outgoing else "in",
-               src=h.src, sport=h.sport, dst=h.dst, dport=h.dport,
+               src=ntoa(h.src), sport=h.sport, dst=ntoa(h.dst), dport=h.dport,
                encap="geneve" if h.vni is not None else ("hbone" if HBONE_PORT in (h.sport, h.dport) else "none"),
                vni=h.vni, packets=h.packets, bytes=h.bytes, flow=flow, syn=h.syn,  # type: ignore[arg-type]
                member=names.netns.get(h.netns, h.netns))
@@ -190,13 +197,14 @@ def leg_of(group: list[_Segment], names: Names) -> Leg:
     rev = sorted((h for h, f in accs if not f), key=lambda h: (h.time_ns, not h.outgoing))
     first = group[0]
     last_fwd = fwd[-1] if fwd else None
-    server = (last_fwd.dst, last_fwd.dport) if last_fwd else first.server
+    server = (ntoa(last_fwd.dst), last_fwd.dport) if last_fwd else (ntoa(first.server[0]), first.server[1])
     tls = any(seg.tls for seg in group)
-    return Leg(src=first.client[0], sport=first.client[1], dst=first.server[0], dport=first.server[1],
+    client = ntoa(first.client[0])
+    return Leg(src=client, sport=first.client[1], dst=ntoa(first.server[0]), dport=first.server[1],
                encap="hbone" if tls and server[1] == HBONE_PORT else "none",
                hops=tuple(_hop(h, names, "forward") for h in fwd),
                reverse_hops=tuple(_hop(h, names, "reverse") for h in rev),
-               server_dst=server[0], server_dport=server[1], client=names.ip(first.client[0]),
+               server_dst=server[0], server_dport=server[1], client=names.ip(client),
                server=names.ip(server[0]), payload_up=max(seg.up.bytes for seg in group),
                payload_down=max(seg.down.bytes for seg in group), start=min(seg.first_ns for seg in group) / 1e9)
 
@@ -214,7 +222,15 @@ def reconstruct(sightings: Iterable[pcapfiles.Sighting], entries: list[AccessEnt
         by_client.setdefault((leg.src, leg.sport), []).append(i)
     used: set[int] = set()
     used_in: set[int] = set()
-    inbound = [e for e in entries if e.direction == "inbound"]
+    inbound = sorted((e for e in entries if e.direction == "inbound"), key=lambda e: e.start)
+    inbound_at: dict[tuple[Endpoint, str], list[int]] = {}  # (dst.addr, source IP) -> indices by start
+    for k, e in enumerate(inbound):
+        inbound_at.setdefault((e.dst, e.src[0]), []).append(k)
+    inbound_starts = {key: [inbound[k].start for k in ks] for key, ks in inbound_at.items()}
+    upstream_at: dict[tuple[str, Endpoint], list[int]] = {}  # (client IP, server endpoint) -> legs by start
+    for j, leg in enumerate(legs):
+        upstream_at.setdefault((leg.src, (leg.server_dst, leg.server_dport)), []).append(j)
+    upstream_starts = {key: [legs[j].start for j in js] for key, js in upstream_at.items()}
     paths: list[tuple[float, Path]] = []
 
     def find_leg(ep: Endpoint, e: AccessEntry, dport: int | None = None) -> int | None:
@@ -234,8 +250,13 @@ def reconstruct(sightings: Iterable[pcapfiles.Sighting], entries: list[AccessEnt
         zts = [o.ztunnel]
         # the inbound side: same destination, same client IP, mirrored byte counts, overlapping time
         best = None
-        for k, e in enumerate(inbound):
-            if k in used_in or e.dst != o.dst or e.src[0] != o.src[0] or not (e.start - 1 <= o.end and o.start - 1 <= e.end):
+        key = (o.dst, o.src[0])
+        ks = inbound_at.get(key, [])
+        for k in ks[bisect.bisect_left(inbound_starts.get(key, []), o.start - 2):]:
+            e = inbound[k]
+            if e.start > o.end + 1:
+                break
+            if k in used_in or e.end < o.start - 1:
                 continue
             score = (e.bytes_recv != o.bytes_sent) + (e.bytes_sent != o.bytes_recv), abs(e.end - o.end)
             if best is None or score < best[0]:
@@ -253,7 +274,8 @@ def reconstruct(sightings: Iterable[pcapfiles.Sighting], entries: list[AccessEnt
                 legs[b] = dataclasses.replace(legs[b], role="hbone", client=o.ztunnel, server=f"{i.ztunnel}:{HBONE_PORT}")
                 chain.append(b)
             target = i.hbone or o.dst
-            c = _find_upstream(legs, used, i, target)
+            c = _find_upstream(legs, used, i, upstream_at.get((i.src[0], target), []),
+                               upstream_starts.get((i.src[0], target), []))
             if c is not None:
                 used.add(c)
                 legs[c] = dataclasses.replace(legs[c], role="from-ztunnel", client=i.ztunnel)
@@ -270,13 +292,16 @@ def reconstruct(sightings: Iterable[pcapfiles.Sighting], entries: list[AccessEnt
     return [p for _, p in paths]
 
 
-def _find_upstream(legs: list[Leg], used: set[int], inbound: AccessEntry, target: Endpoint) -> int | None:
-    """The inbound ztunnel's connection to the app: from the client's IP to ``dst.hbone_addr``."""
+def _find_upstream(legs: list[Leg], used: set[int], inbound: AccessEntry, candidates: list[int],
+                   starts: list[float]) -> int | None:
+    """The inbound ztunnel's connection to the app: from the client's IP to ``dst.hbone_addr``
+    (``candidates``: such legs, by start time), carrying the inbound line's byte counts."""
     best = None
-    for j, leg in enumerate(legs):
-        if j in used or leg.src != inbound.src[0] or (leg.server_dst, leg.server_dport) != target:
-            continue
-        if not (inbound.start - 1 <= leg.start <= inbound.end + 1):
+    for j in candidates[bisect.bisect_left(starts, inbound.start - 1):]:
+        leg = legs[j]
+        if leg.start > inbound.end + 1:
+            break
+        if j in used:
             continue
         score = (leg.payload_up != inbound.bytes_recv) + (leg.payload_down != inbound.bytes_sent), abs(leg.start - inbound.start)
         if best is None or score < best[0]:

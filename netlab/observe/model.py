@@ -109,6 +109,8 @@ class RuleMatch:
     mark_before: int
     mark_after: int
     verdict: str  # TPROXY, REDIRECT, DNAT, ACCEPT, MARK, CONNMARK, ...
+    packet: str = "SYN"  # which of the connection's packets (TCP flags) matched it
+    member: str = ""  # the lab TARGET owning ``netns``
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,12 @@ class RouteDecision:
     netns: str
     priority: int
     table: str
-    route: str  # as ``ip route get`` prints it
+    route: str  # the table's entry that matched, as ``ip route show table T`` prints it (``ip route get fibmatch``)
+    packet: str = "SYN"
+    member: str = ""
+    iif: str | None = None  # the packet's input interface (None: sent from this netns)
+    mark: int = 0  # the packet's mark when the route was looked up
+    resolved: str = ""  # the route for this packet, as ``ip route get`` prints it
 
 
 @dataclass(frozen=True)
@@ -129,3 +136,6 @@ class Trace:
     source: str
     destination: str
     steps: tuple[RuleMatch | RouteDecision, ...]
+    sport: int = 0  # the traced connection's source port
+    connected: bool = False  # whether the connection was accepted
+    netns_order: tuple[str, ...] = ()  # netns in the order the SYN reached them (from a capture)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from netlab.apply.iptables import backend_variant, tool
+from netlab.errors import ApplyError
 from netlab.linux.nsenter import netns_path
 
 SECTIONS: dict[str, list[list[str]]] = {
@@ -18,8 +19,12 @@ ORDER = ("links", "routes", "rules", "ipset", "iptables")
 
 
 def run_in(ns: str, argv: list[str]) -> str:
+    return _run_in(ns, argv)[0]
+
+
+def _run_in(ns: str, argv: list[str]) -> tuple[str, bool]:
     p = subprocess.run(["nsenter", f"--net={netns_path(ns)}", *argv], capture_output=True, text=True)
-    return p.stdout + (p.stderr if p.returncode else "")
+    return p.stdout + (p.stderr if p.returncode else ""), p.returncode == 0
 
 
 def show(ns: str, what: str = "all", *, iptables_save: str = "iptables-save") -> list[tuple[str, str]]:
@@ -30,17 +35,22 @@ def show(ns: str, what: str = "all", *, iptables_save: str = "iptables-save") ->
     """
     sections = ORDER if what == "all" else (what,)
     out = []
+    failed: list[str] = []
     for s in sections:
         for argv in SECTIONS[s]:
             if argv == ["iptables-save"]:
                 argv = [iptables_save]
-            text = run_in(ns, argv)
+            text, ok = _run_in(ns, argv)
+            if not ok:
+                failed.append(text.strip().splitlines()[-1] if text.strip() else " ".join(argv))
             if s == "routes":
                 text = "\n".join(ln for ln in text.splitlines()
                                  if not ln.startswith(("broadcast ", "multicast ", "fe80::", "anycast "))
                                  and not (ln.startswith("local ") and "table local" in ln)
                                  and "table local" not in ln) + "\n"
             out.append((" ".join(argv), text))
+    if failed and len(failed) == len(out):  # nothing could be read: an error, not an empty success
+        raise ApplyError(f"{ns}: every command failed ({failed[0]})", obj=f"netns {ns}")
     return out
 
 

@@ -5,9 +5,10 @@ each child enters its netns after fork. It records every child pid in ``<state>/
 answers JSON requests on ``<state>/supervisor.sock`` (status, restart, stop, remove,
 start, shutdown). A child that dies is restarted with backoff; SIGTERM stops them all.
 
-Specs (``<state>/processes.json``) are dicts: ``name``, ``ns``, and either ``workload``
-(``{app, pod, port, version}``) or ``argv``; optional ``env``, ``hosts``, ``comm``,
-``ready`` (``pipe``: the child writes one line to fd ``NETLAB_READY_FD``; ``alive``).
+Specs (``<state>/processes.json``) are :class:`netlab.runtime.spec.ProcessSpec`, read back
+with its one constructor: ``name``, ``ns``, and either ``workload`` or ``argv``; ``env``,
+``hosts``, ``comm``, ``ready`` (``pipe``: the child writes one line to fd
+``NETLAB_READY_FD``; ``alive``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from netlab import names
 from netlab.linux import jsonline, proc
 from netlab.runtime import workloads
+from netlab.runtime.spec import ProcessSpec
 
 log = logging.getLogger("netlab.supervisor")
 ALIVE_READY_S = 0.3
@@ -37,7 +39,7 @@ def log_name(name: str) -> str:
 
 @dataclass
 class Child:
-    spec: dict
+    spec: ProcessSpec
     pid: int | None = None
     started: float = 0.0
     ready: bool = False
@@ -49,7 +51,7 @@ class Child:
 
     @property
     def name(self) -> str:
-        return self.spec["name"]
+        return self.spec.name
 
 
 class Supervisor:
@@ -66,21 +68,21 @@ class Supervisor:
 
     def start(self, c: Child) -> None:
         spec = c.spec
-        env = dict(spec.get("env") or {})
+        env = dict(spec.env)
         r = w = None
-        if spec.get("ready", "alive") == "pipe":
+        if spec.ready == "pipe":
             r, w = os.pipe()
             os.set_inheritable(w, True)
             env["NETLAB_READY_FD"] = str(w)
         log_path = os.path.join(self.dir, "logs", log_name(c.name))
         target = None
-        if "workload" in spec:
-            wl = spec["workload"]
+        if spec.workload is not None:
+            wl = spec.workload
             def target(wl=wl, w=w) -> None:
-                workloads.main(wl["app"], wl["pod"], int(wl["port"]), wl.get("version", "v1"), ready_fd=w)
+                workloads.main(wl.app, wl.pod, wl.port, wl.version, ready_fd=w)
         keep = (w,) if w is not None else ()
-        pid = proc.spawn(spec["ns"], log_path=log_path, target=target, argv=spec.get("argv"), env=env,
-                         comm=spec.get("comm"), hosts=spec.get("hosts", True), keep_fds=keep)
+        pid = proc.spawn(spec.ns, log_path=log_path, target=target, argv=list(spec.argv) if spec.argv else None,
+                         env=env, comm=spec.comm, hosts=spec.hosts, keep_fds=keep)
         if w is not None:
             os.close(w)
             os.set_blocking(r, False)
@@ -88,7 +90,7 @@ class Supervisor:
         c.pid, c.started, c.ready, c.ready_r = pid, time.monotonic(), False, r
         with open(os.path.join(self.dir, "pids", log_name(c.name)[:-4] + ".pid"), "w") as f:
             f.write(f"{pid}\n")
-        log.info("started %s pid %d in %s", c.name, pid, spec["ns"])
+        log.info("started %s pid %d in %s", c.name, pid, spec.ns)
 
     def _close_ready(self, c: Child) -> None:
         if c.ready_r is not None:
@@ -151,14 +153,14 @@ class Supervisor:
         for c in self.children.values():
             if c.pid is None and not c.stopped and not self.stopping and now >= c.next_start:
                 self.start(c)
-            if c.pid is not None and not c.ready and c.spec.get("ready", "alive") == "alive" \
+            if c.pid is not None and not c.ready and c.spec.ready == "alive" \
                     and now - c.started >= ALIVE_READY_S:
                 c.ready = True
 
     # -- control -------------------------------------------------------------------------
 
     def status(self) -> list[dict]:
-        return [{"name": c.name, "pid": c.pid, "ns": c.spec["ns"], "ready": c.ready, "restarts": c.restarts,
+        return [{"name": c.name, "pid": c.pid, "ns": c.spec.ns, "ready": c.ready, "restarts": c.restarts,
                  "stopped": c.stopped, "exit_codes": c.exit_codes} for c in self.children.values()]
 
     def handle(self, req: dict) -> dict:
@@ -182,10 +184,13 @@ class Supervisor:
             self.stop_child(self.children.pop(name))
             return {"ok": True}
         if op == "start":
-            spec = req["spec"]
-            c = self.children.get(spec["name"])
+            try:
+                spec = ProcessSpec.from_json(req["spec"])
+            except (KeyError, TypeError, ValueError) as e:
+                return {"ok": False, "error": f"bad spec: {e}"}
+            c = self.children.get(spec.name)
             if c is None:
-                c = self.children[spec["name"]] = Child(spec)
+                c = self.children[spec.name] = Child(spec)
             c.spec, c.stopped = spec, False
             if c.pid is None:
                 self.start(c)
@@ -205,7 +210,7 @@ class Supervisor:
 
     # -- main loop -----------------------------------------------------------------------
 
-    def run(self, specs: list[dict]) -> None:
+    def run(self, specs: list[ProcessSpec]) -> None:
         sock_path = names.supervisor_socket(self.dir)
         try:
             os.unlink(sock_path)
@@ -229,7 +234,7 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda s, f: None)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for spec in specs:
-            c = self.children[spec["name"]] = Child(spec)
+            c = self.children[spec.name] = Child(spec)
             self.start(c)
         # supervisor.pid is written once, by whoever spawned this process (it knows the pid
         # before a line of ours runs); the supervisor only removes it when it stops
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     with open(names.processes_path(d)) as f:
-        specs = json.load(f)
+        specs = [ProcessSpec.from_json(s) for s in json.load(f)]
     Supervisor(lab).run(specs)
 
 

@@ -25,6 +25,7 @@ from netlab.lab.enroll import set_enrollment
 from netlab.lab.state import load_record
 from netlab.teach import probe
 from netlab.teach.catalog import get
+from netlab.teach.diagnose import diagnose
 from netlab.teach.model import Ctx, Outcome, Step, TeachingLab, wait_for
 from netlab.topology import load_topology
 
@@ -213,7 +214,6 @@ def findings(number: int, name: str | None) -> list:
     tl, ctx = load_ctx(number, name)
     if tl.number != 6:
         return []
-    from netlab.teach.diagnose import diagnose
 
     found = diagnose(ctx)
     _save(ctx)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from netlab.lab import lifecycle as lablib
 from netlab.teach import probe
 from netlab.teach.common import CLIENT_NODE, IPSET, counted, pod_ip
@@ -48,7 +51,6 @@ def _vip_kept(ctx: Ctx) -> Outcome:
 
 
 def _has_conntrack(ctx: Ctx) -> bool:
-    import shutil
 
     return shutil.which("conntrack") is not None
 
@@ -66,7 +68,6 @@ def _rule101(ctx: Ctx) -> Outcome:
 
 
 def _geneve(ctx: Ctx) -> Outcome:
-    import os
 
     ip = pod_ip(ctx, "sleep")
     seen = probe.captured(os.path.join(ctx.workdir, "out"))

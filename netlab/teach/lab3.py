@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from netlab.teach import probe
 from netlab.teach.common import SERVER_NODE, counted, inbound_line, out_of_mesh, pod_ip
 from netlab.teach.model import Counter, Ctx, Outcome, Step, TeachingLab, missing, ok
@@ -37,7 +39,6 @@ def _plaintext(ctx: Ctx) -> Outcome:
 
 
 def _one_syn(ctx: Ctx) -> Outcome:
-    import os
 
     server = pod_ip(ctx, "productpage-v1")
     seen = probe.captured(os.path.join(ctx.workdir, "in"))

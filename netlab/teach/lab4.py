@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netlab.lab import lifecycle as lablib
 from netlab.teach import probe
 from netlab.teach.common import CLIENT_NODE, SERVER_NODE, counted, lab_ready
 from netlab.teach.model import Counter, Ctx, Outcome, Step, TeachingLab, missing, ok
@@ -66,7 +67,6 @@ def _many_netns(ctx: Ctx) -> Outcome:
     if not pid:
         return missing(f"ztunnel/{SERVER_NODE} is not running")
     held = probe.netns_fds(pid)
-    from netlab.lab import lifecycle as lablib
 
     rec = lablib.record_of(ctx.lab)
     pods = sorted(p for p, v in rec.pods.items() if v["node"] == SERVER_NODE and v.get("ambient"))

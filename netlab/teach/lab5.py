@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 from netlab.lab import lifecycle as lablib
@@ -88,8 +90,6 @@ def _unenroll_both(ctx: Ctx) -> Outcome:
 
 
 def _report(ctx: Ctx) -> Outcome:
-    import json
-    import os
 
     path = os.path.join(ctx.workdir, "report", "report.json")
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netlab.teach.common import CLIENT_NODE, SERVER_NODE
+from netlab.teach.common import CLIENT_NODE, SERVER_NODE, requested
 from netlab.teach.diagnose import diagnose
 from netlab.teach.model import Check, Ctx, Outcome, Step, TeachingLab, missing, ok
 
@@ -35,7 +35,6 @@ def ztunnel_back(ctx: Ctx) -> Outcome:
         return missing(f"ztunnel-{SERVER_NODE} is not back yet")
     if f"ztunnel-restarted:{SERVER_NODE}" not in ctx.journal and f"ztunnel-down:{SERVER_NODE}" not in ctx.journal:
         return missing(f"ztunnel-{SERVER_NODE} was never seen killed: do the step before this one first")
-    from netlab.teach.common import requested
 
     return requested(ctx, "sleep", "productpage-v1")
 

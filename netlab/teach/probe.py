@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from netlab import names
 from netlab.lab import lifecycle as lablib
 from netlab.linux.nsenter import netns_path
+from netlab.observe.decode import decode
+from netlab.observe.pcapfiles import read_merged
 from netlab.observe.show import iptables_save_tool
 from netlab.runtime import supervisor
 
@@ -204,8 +206,6 @@ class Seen:
 
 def captured(directory: str) -> list[Seen]:
     """Every TCP segment in ``directory/merged.pcapng`` (``netlab capture``), Geneve opened."""
-    from netlab.observe.decode import decode
-    from netlab.observe.pcapfiles import read_merged
 
     path = os.path.join(directory, "merged.pcapng")
     if not os.path.exists(path):

@@ -180,11 +180,18 @@ def bulk(ns: str, addr, mib: int) -> dict:
 LATENCY_SUFFIX = "_us"
 
 
-def tool_figures(client_ns: str, host: str, seconds: float) -> dict[str, float]:
-    """One pass of every load tool; flat name → value."""
+def tool_figures(client_ns: str, host: str, seconds: float, pids: dict[str, int]) -> dict[str, float]:
+    """One pass of every load tool; flat name → value. With the single iperf3 stream it also
+    accounts the CPU the ztunnels spent per MB carried: unlike MB/s, that barely moves with the
+    load other work puts on the machine."""
     f: dict[str, float] = {}
+    zt = {n: p for n, p in pids.items() if cpu_group(n) == "ztunnel"}
     for streams in (1, 4):
-        f[f"iperf3_{streams}s_mb_s"] = loadtools.iperf3(client_ns, host, seconds, streams)["mb_s"]
+        before = {n: task_cpu_ns(p) for n, p in zt.items()}
+        f[f"iperf3_{streams}s_mb_s"] = mb_s = loadtools.iperf3(client_ns, host, seconds, streams)["mb_s"]
+        if streams == 1 and zt:
+            cpu_ms = sum(task_cpu_ns(p) - before[n] for n, p in zt.items()) / 1e6
+            f["iperf3_1s_ztunnel_cpu_ms_per_mb"] = round(cpu_ms / (mb_s * seconds), 2)
     sp = loadtools.sockperf(client_ns, host, seconds)
     f |= {"sockperf_p50_us": sp["p50_us"], "sockperf_p99_us": sp["p99_us"], "sockperf_p99_9_us": sp["p99_9_us"]}
     for path in (loadtools.SMALL_FILE, loadtools.LARGE_FILE):
@@ -210,7 +217,7 @@ def run_mode(mode: str, seconds: float, mib: int, name: str = "bdp", own: bool =
         wait_path(ns, addr)
         loadtools.wait_listening(ns, VIP, [loadtools.IPERF_PORT, loadtools.SOCKPERF_PORT, loadtools.HTTP_PORT])
         out = {"mode": mode, "istio_version": res.istio_version, "encap": res.encap,
-               "load": os.getloadavg()[0], "tools": tool_figures(ns, VIP, seconds)}
+               "load": os.getloadavg()[0], "tools": tool_figures(ns, VIP, seconds, lab_pids(name))}
         if own:
             rr(ns, addr, 1, 0.5)  # warm-up: pools, ARP, conntrack
             out |= {"rr1": rr(ns, addr, 1, seconds, lab=name), "rr32": rr(ns, addr, 32, seconds),
@@ -272,9 +279,11 @@ def print_summary(summ: list[dict]) -> None:
     """One line per figure: each mode's median, then median (range) of the ratio to direct and,
     for latencies, of the µs added."""
     modes = [s["mode"] for s in summ]
-    print(f"\n{'figure':<24}" + "".join(f"{m:>14}" for m in modes) + "   mesh ÷ direct, median (range) per round")
-    for k in summ[0]["median"]:
-        line = f"{k:<24}" + "".join(f"{s['median'][k]:>14,.1f}" for s in summ) + "  "
+    print(f"\n{'figure':<31}" + "".join(f"{m:>13}" for m in modes) + "   mesh ÷ direct, median (range) per round")
+    keys = list(dict.fromkeys(k for s in summ for k in s["median"]))
+    for k in keys:
+        line = f"{k[:30]:<31}" + "".join(f"{s['median'][k]:>13,.1f}" if k in s["median"] else f"{'-':>13}"
+                                          for s in summ) + "  "
         for s in summ:
             if s["mode"] == "none" or "vs_direct" not in s or k not in s["vs_direct"]:
                 continue
@@ -295,7 +304,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="repeat the cycle of modes; the summary takes medians")
     ap.add_argument("--no-own-client", action="store_true", help="skip the project's own client (secondary line)")
     ap.add_argument("--json-out", default="bench-results/datapath.json", help="where the JSON goes")
-    ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME-*)")
+    ap.add_argument("--name", default="bdp", help="lab name (netns nl-NAME.*)")
     ap.add_argument("--pin-cpus", default="", metavar="LIST",
                     help="run the bench and every lab process on these CPUs only (e.g. 0): takes the "
                          "cross-CPU wake-ups out and leaves the path's own work")

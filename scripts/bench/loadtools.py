@@ -148,10 +148,14 @@ def _run(client_ns: str, argv: list[str], timeout: float) -> str:
 
 def iperf3(client_ns: str, host: str, seconds: float, streams: int) -> dict:
     """Bulk client → server; MB/s the server received (iperf3's own JSON)."""
-    out = _run(client_ns, ["iperf3", "-c", host, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "-P", str(streams),
-                           "-J"], timeout=seconds + 30)
-    end = json.loads(out)["end"]
-    return {"streams": streams, "mb_s": round(end["sum_received"]["bits_per_second"] / 8e6, 1)}
+    for _attempt in range(3):
+        out = json.loads(_run(client_ns, ["iperf3", "-c", host, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+                                          "-P", str(streams), "-J"], timeout=seconds + 30))
+        if "sum_received" in out.get("end", {}):
+            return {"streams": streams, "mb_s": round(out["end"]["sum_received"]["bits_per_second"] / 8e6, 1)}
+        # e.g. "the server is busy running a test" while it still tears the previous one down
+        time.sleep(1)
+    raise RuntimeError(f"iperf3 gave no result: {out.get('error', out)}")
 
 
 _PCT = re.compile(r"percentile\s+([\d.]+)\s*=\s*([\d.]+)")

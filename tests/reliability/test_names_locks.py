@@ -56,14 +56,14 @@ HOLD = textwrap.dedent("""
     from netlab import names
     names.STATE_ROOT = sys.argv[1]
     from netlab.lab.lock import lab_lock
-    with lab_lock("rl-l", "up"):
+    with lab_lock("rl-l", sys.argv[2]):
         print("held", flush=True)
-        time.sleep(60)
+        time.sleep(float(sys.argv[3]))
 """)
 
 
 def test_second_holder_is_refused_with_the_first_ones_pid(state_root) -> None:
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(state_root)], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(state_root), "up", "60"], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
         with pytest.raises(lock.LabBusy, match=rf"pid {p.pid} is running `netlab up`"):
@@ -80,6 +80,19 @@ def test_second_holder_is_refused_with_the_first_ones_pid(state_root) -> None:
     with lock.lab_lock("rl-l", "down"):
         pass
     assert not os.path.exists(names.lock_path("rl-l"))
+
+
+def test_down_waits_for_a_gc_passing_by(state_root) -> None:
+    """gc holds each lab's lock for a moment to look at it: a down meanwhile waits, not fails."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(state_root), "gc", "1.0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with lock.lab_lock("rl-l", "down"):
+            pass
+        assert p.wait(5) == 0
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_lock_file_exists_only_while_held(state_root) -> None:

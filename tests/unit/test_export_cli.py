@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from click.testing import Result
 from typer.testing import CliRunner
 
 from netlab.cli.main import app
@@ -14,7 +15,7 @@ from netlab.cli.main import app
 runner = CliRunner()
 
 
-def _err(r) -> str:  # noqa: ANN001
+def _err(r: Result) -> str:
     """stderr with rich's console wrapping undone (the test terminal is narrow)."""
     return " ".join(r.stderr.split())
 

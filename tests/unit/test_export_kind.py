@@ -194,3 +194,13 @@ def test_scripts_pass_bash_n_and_shellcheck(tmp_path: Path, topo: str, minor: st
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     r = subprocess.run(["shellcheck", "--severity=style", *scripts], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_docs_release_table_is_the_code() -> None:
+    """docs/real-cluster.md's release table states exactly what the export writes."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "real-cluster.md").read_text()
+    rows = {cells[0]: cells for ln in doc.splitlines() if ln.startswith("| 1.")
+            for cells in [[c.strip() for c in ln.strip("|").split("|")]]}
+    assert set(rows) == set(RELEASES)
+    for minor, r in RELEASES.items():
+        assert rows[minor] == [minor, r.design, r.patch, r.kind_node_image, r.bookinfo_tag, r.sleep_image]

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from netlab.export import snapshot as snap
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -24,8 +26,19 @@ IP_RULE = """0:\tfrom all lookup local
 32766:\tfrom all lookup main
 32767:\tfrom all lookup default
 """
-ROUTE_101 = """10.244.1.2 dev vethd1f0a4e7 scope link
-default via 192.168.127.2 dev istioout
+ROUTES = """default via 172.18.0.1 dev eth0
+10.244.1.2 dev vethd1f0a4e7 scope link
+10.244.1.2 dev vethd1f0a4e7 table 101 scope link
+default via 192.168.127.2 dev istioout table 101
+10.244.1.7 via 192.168.126.2 dev istioin table 100 src 10.244.1.1
+local 10.244.1.1 dev vethd1f0a4e7 table local proto kernel scope host src 10.244.1.1
+broadcast 172.18.255.255 dev eth0 table local proto kernel scope link src 172.18.0.3
+"""
+LINKS = """1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000
+    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00 promiscuity 0
+2: istioin: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UNKNOWN mode DEFAULT group default
+    geneve id 1000 remote 10.244.1.2 ttl auto dstport 6081
+7: vethd1f0a4e7@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default
 """
 IPSET = """Name: ztunnel-pods-ips
 Type: hash:ip
@@ -68,22 +81,35 @@ def test_ip_rule_whitespace_normalised() -> None:
     assert len(rules) == 7
 
 
-def test_ipset_members_without_comments() -> None:
-    assert snap.parse_ipset(IPSET) == {"ztunnel-pods-ips": ["10.244.1.7", "10.244.1.4"], "empty-set": []}
+def test_ipset_members_keep_their_comment() -> None:
+    assert snap.parse_ipset(IPSET) == {"ztunnel-pods-ips": ['10.244.1.7 comment "0a5e3b4c-productpage"',
+                                                            '10.244.1.4 comment "9f1c2d3e-reviews-v1"'],
+                                       "empty-set": []}
+
+
+def test_routes_by_table_without_the_kernels_local_entries() -> None:
+    r = snap.parse_routes(ROUTES)
+    assert {t: len(v) for t, v in r.items()} == {"main": 2, "101": 2, "100": 1}
+    assert r["101"][1] == "default via 192.168.127.2 dev istioout table 101"
+
+
+def test_link_names() -> None:
+    assert snap.parse_links(LINKS) == ["lo", "istioin", "vethd1f0a4e7"]
 
 
 def test_iptables_save_of_the_plan_golden() -> None:
     text = (GOLDEN / "bookinfo/node-routing/iptables-ambient-worker2.txt").read_text()
     t = snap.parse_iptables_save(text)
     assert t["mangle"]["ztunnel-PREROUTING"][0] == "-A ztunnel-PREROUTING -i istioin -j MARK --set-xmark 0x200/0x200"
-    assert t["mangle"]["ztunnel-POSTROUTING"] == []  # declared, empty: kept
+    assert "ztunnel-POSTROUTING" not in t["mangle"]  # declared but empty: left out, as netlab report does
     assert sum(len(r) for c in t.values() for r in c.values()) == text.count("\n-A ")
 
 
 def test_listeners_name_their_process() -> None:
     ls = snap.parse_ss_listen(SS)
-    assert [(x.address, x.port, x.process) for x in ls] == [
-        ("*", 9080, ""), ("*", 15001, "ztunnel"), ("::", 15006, "ztunnel"), ("0.0.0.0", 15008, "ztunnel")]
+    assert [(x.address, x.port, x.owner, x.pid) for x in ls] == [
+        ("*", 9080, "?", None), ("*", 15001, "ztunnel", 1234), ("::", 15006, "ztunnel", 1234),
+        ("0.0.0.0", 15008, "ztunnel", 1234)]
 
 
 def test_access_log_122_plain_format() -> None:
@@ -108,7 +134,9 @@ def _raw(tmp: Path) -> Path:
     node.mkdir(parents=True)
     (node / "node").write_text("ambient-worker2\n")
     (node / "ip-rule.txt").write_text(IP_RULE)
-    (node / "route-101.txt").write_text(ROUTE_101)
+    (node / "netns").write_text("ambient-worker2\n")
+    (node / "routes.txt").write_text(ROUTES)
+    (node / "links.txt").write_text(LINKS)
     (node / "ipset.txt").write_text(IPSET)
     (node / "iptables.txt").write_text((GOLDEN / "bookinfo/node-routing/iptables-ambient-worker2.txt").read_text())
     zt = raw / "ztunnel" / "ztunnel-ambient-worker2"
@@ -117,26 +145,47 @@ def _raw(tmp: Path) -> Path:
     (zt / "listen.txt").write_text(SS)
     (raw / "logs").mkdir()
     (raw / "logs" / "ztunnel-ambient-worker2.log").write_text(LOG_122)
+    (raw / "latency.txt").write_text("".join(f"0.0{i} 200 1683\n" for i in range(1, 10)) + "0.500 503 0\n")
     return raw
 
 
-def test_collect_and_main_write_the_report_shape(tmp_path: Path) -> None:
+ARGS = ["--cluster", "ambient", "--topology", "bookinfo", "--istio-version", "1.20", "--design", "node-routing",
+        "--client", "sleep", "--url", "http://productpage:9080/", "--netlab-version", "0.1.0",
+        "--host", "kind cluster ambient: 3 nodes", "--seconds", "12.5"]
+
+
+def test_main_writes_the_report_shape(tmp_path: Path) -> None:
     raw = _raw(tmp_path)
     out = tmp_path / "report.json"
-    assert snap.main([str(raw), "--name", "ambient", "--istio-version", "1.20", "--design", "node-routing",
-                      "-o", str(out)]) == 0
+    assert snap.main([str(raw), "-o", str(out), *ARGS]) == 0
     doc = json.loads(out.read_text())
-    assert (doc["schema"], doc["schema_version"]) == ("netlab.report", 1)
-    assert doc["source"] == {"kind": "cluster", "name": "ambient", "tool": "netlab export observe",
-                             "istio_version": "1.20", "design": "node-routing"}
-    [run] = doc["runs"]
-    node, zt = run["kernel_objects"]
-    assert (node["target"], node["role"], node["node"]) == ("ambient-worker2", "node", "ambient-worker2")
-    assert node["routes"] == {"101": ["10.244.1.2 dev vethd1f0a4e7 scope link",
-                                      "default via 192.168.127.2 dev istioout"]}
-    assert node["counts"]["ip_rules"] == 7 and node["counts"]["ipset_members"] == 2
-    assert zt["target"] == "ztunnel-ambient-worker2" and zt["counts"]["listeners"] == 4
-    assert run["access_log"][0]["ztunnel"] == "ztunnel-ambient-worker2"
+    assert doc["schema_version"] == snap.SCHEMA_VERSION
+    assert doc["scenario"] == {"topology": "bookinfo", "client": "sleep", "url": "http://productpage:9080/",
+                               "requests": 10, "bulk_mib": 0}
+    [run] = doc["designs"]
+    assert (run["design"], run["lab"], run["istio_version"], run["encap"]) == ("node-routing", "ambient", "1.20",
+                                                                               "geneve")
+    assert run["latency"]["ok"] == 9 and run["latency"]["p50_ms"] == 50.0 and run["latency"]["p99_ms"] == 500.0
+    node, zt = run["objects"]
+    assert (node["member"], node["netns"], node["role"], node["node"]) == ("ambient-worker2", "ambient-worker2",
+                                                                           "node", "ambient-worker2")
+    assert node["routes"] == {"100": 1, "101": 2, "main": 2}
+    assert node["ip_rules"] == 7 and node["ipset_members"] == {"empty-set": 0, "ztunnel-pods-ips": 2}
+    assert node["iptables"]["mangle"]["ztunnel-PREROUTING"] == 15
+    assert node["links"] == ["lo", "istioin", "vethd1f0a4e7"]
+    assert zt["member"] == "ztunnel-ambient-worker2" and len(zt["listeners"]) == 4
+    assert zt["netns"] == "ztunnel-ambient-worker2"  # no netns file: the member name stands in
+    [entry] = json.loads((tmp_path / "access-log.json").read_text())
+    assert entry["ztunnel"] == "ztunnel-ambient-worker2" and entry["fields"]["bytes_sent"] == "67"
+
+
+def test_report_validates_against_netlab_reports_schema(tmp_path: Path) -> None:
+    """`netlab report --compare` reads this file through its own model (once that model is here)."""
+    schema = pytest.importorskip("netlab.observe.report.schema")
+    out = tmp_path / "report.json"
+    snap.main([str(_raw(tmp_path)), "-o", str(out), *ARGS])
+    assert snap.SCHEMA_VERSION == schema.SCHEMA_VERSION
+    schema.Report.model_validate_json(out.read_text())
 
 
 def test_snapshot_module_is_standard_library_only() -> None:

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from netlab.observe import hops
 from netlab.observe.accesslog import parse_line
-from netlab.observe.decode import decode
+from netlab.observe.decode import decode, ntoa
 from netlab.observe.pcapfiles import Sighting
 
 T0 = 1_800_000_000_000_000_000
@@ -40,7 +40,8 @@ def test_decode_agrees_with_scapy(f: bytes) -> None:
         assert p.vni == s[GENEVE].vni
         s = s[GENEVE].payload
     ip, tcp = s[IP], s[TCP]
-    assert (p.src, p.sport, p.dst, p.dport) == (ip.src, tcp.sport, ip.dst, tcp.dport)
+    assert (ntoa(p.src), p.sport, ntoa(p.dst), p.dport) == (ip.src, tcp.sport, ip.dst, tcp.dport)
+    assert p.syn == (tcp.flags == "S")
     assert (p.flags, p.seq, p.payload) == (int(tcp.flags), tcp.seq, len(bytes(tcp.payload)))
 
 
@@ -136,3 +137,12 @@ def test_proxy_legs_join_through_the_access_log() -> None:
     assert [h.vni for h in p.legs[0].hops] == [None, None, None, 1001, None]
     assert hops.hbone_overhead(p) == (303 - 80, 1203 - 900)
     assert paths[1].legs[0].role == "direct" and paths[1].client == "10.244.2.5"
+
+
+def test_a_reused_four_tuple_is_a_new_connection() -> None:
+    clock = Clock()
+    path = [("nl-x-sleep", "eth0", True)]
+    first = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"a", b"b", isn=1000)
+    second = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"cc", b"dd", isn=9_000_000)
+    paths = hops.reconstruct(first + second, [], hops.Names())
+    assert [(p.legs[0].payload_up, p.legs[0].payload_down) for p in paths] == [(1, 1), (2, 2)]

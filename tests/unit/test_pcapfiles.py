@@ -61,3 +61,27 @@ def test_tshark_reads_the_merged_file(tmp_path) -> None:
 
 def test_if_name_round_trip() -> None:
     assert pcapfiles.split_if_name(pcapfiles.if_name("nl-a-b-ztunnel-w", "pistioout")) == ("nl-a-b-ztunnel-w", "pistioout")
+
+
+def test_lean_reader_agrees_with_scapys_parser(tmp_path) -> None:
+    """The merged reader's lean path returns what scapy's own EPB parser returns."""
+    from scapy.utils import RawPcapNgReader
+
+    base = 1_700_000_000_000_000_000
+    big = bytes(Ether() / IP() / TCP() / (b"x" * 3000))
+    path = str(tmp_path / pcapfiles.pcap_name("nl-x-a", "eth0"))
+    w = pcapfiles.InterfaceWriter(path)
+    w.write(FRAME, base + 5, True)
+    w.write(big, base + 9, False)
+    w.close()
+    merged = str(tmp_path / "m.pcapng")
+    pcapfiles.merge([pcapfiles.MergeInput("nl-x-a", "eth0", path, bytes(w.directions), 2, 0)], merged)
+    lean = list(pcapfiles.read_merged(merged))
+    with RawPcapNgReader(merged) as r:
+        ref = [(d, m) for d, m in r]
+    assert len(lean) == len(ref) == 2
+    for s, (d, m) in zip(lean, ref, strict=True):
+        assert s.ts_ns == ((m.tshigh << 32) | m.tslow) * 10**9 // m.tsresol
+        assert (s.outgoing, s.wirelen) == (m.direction == pcapfiles.DIR_OUT, m.wirelen)
+        assert s.data[:len(d)] == d
+    assert lean[1].data == big and lean[1].wirelen == len(big)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from netlab.observe.model import Hop, Path
 from netlab.observe.report.render import environment
 
-COL_W, COL_GAP, MARGIN = 250, 60, 20
-BOX_HEAD, PILL_H, PILL_GAP, BOX_GAP, GROUP_HEAD = 40, 22, 8, 16, 30
+COL_W, COL_GAP, MARGIN = 290, 90, 20
+BOX_HEAD, PILL_H, PILL_GAP, BOX_GAP, GROUP_HEAD = 40, 34, 6, 14, 30
 COLORS = {"none": "#4a5568", "geneve": "#c05621", "hbone": "#2f855a"}
 
 
@@ -159,7 +159,7 @@ def layout(path: Path, where: Callable[[str], Where], title: str = "") -> Diagra
                                  True))
     if path.ztunnels:
         legend.append(LegendLine("#1a202c", "ztunnels traversed: " + ", ".join(path.ztunnels), False))
-    width = MARGIN * 2 + max(1, len(groups)) * (COL_W + COL_GAP) - COL_GAP
+    width = MARGIN * 2 + max(1, len(groups)) * (COL_W + COL_GAP)  # the last gap holds same-column loops
     height = bottom + 20 + 18 * len(legend) + MARGIN
     return Diagram(title or f"{path.client} → {path.server}", width, height, list(groups.values()), arrows, legend)
 
@@ -169,7 +169,7 @@ def _arrow(k: int, a: Pill, b: Pill, color: str, dashed: bool) -> Arrow:
     bend = (k % 3 - 1) * 14
     if abs(a.x - b.x) < 1:  # same column: loop out to the right
         x1, x2 = a.x + a.w, b.x + b.w
-        cx = x1 + 40 + 8 * (k % 4)
+        cx = x1 + 28 + 13 * (k % 5)
         d = f"M{x1:.0f},{ay:.0f} C{cx:.0f},{ay:.0f} {cx:.0f},{by:.0f} {x2 + 4:.0f},{by:.0f}"
         return Arrow(k, d, cx - 6, (ay + by) / 2, color, dashed)
     if b.x > a.x:
@@ -182,5 +182,4 @@ def _arrow(k: int, a: Pill, b: Pill, color: str, dashed: bool) -> Arrow:
 
 
 def render_svg(diagram: Diagram) -> str:
-
     return environment().get_template("diagram.svg.j2").render(d=diagram, colors=COLORS).strip()

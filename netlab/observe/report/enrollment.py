@@ -30,7 +30,6 @@ def pick_pod(pods: dict[str, dict], busy: set[str]) -> str | None:
 
 
 def measure(lab: str, pod: str, timeout: float = 10.0) -> Enrollment:
-
     rec = record_of(lab)
     members = _members(rec, pod)
     set_enrollment(lab, pod, False)

@@ -136,7 +136,6 @@ def member_node(member: str, role: str, pods: dict[str, dict], nodes: Iterable[s
 
 def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
     """Read every netns of a running lab (or only ``members``), a few at a time."""
-
     rec = record_of(lab)
     tool = iptables_save_tool(rec.iptables_backend)
     try:

@@ -82,10 +82,10 @@ def version_for(design: str, version: str | None) -> str | None:
 
 
 def run(opts: Options, *, progress: Progress = _noop, inspect: Inspect | None = None) -> Report:
-
+    for d in opts.designs:
+        version_for(d, opts.istio_version)  # refuse a bad version before anything else
     lablib.require_root()
     for d in opts.designs:
-        version_for(d, opts.istio_version)  # refuse a bad version before any lab exists
         lab = f"{opts.name}-{SHORT[d]}"
         if lab in lablib.known_labs():
             raise LabError(f"lab {lab!r} exists; a report stands up labs of its own",
@@ -107,7 +107,7 @@ def run(opts: Options, *, progress: Progress = _noop, inspect: Inspect | None = 
 
 def ratios(run: DesignRun, base: DesignRun) -> Ratios:
     def r(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a is not None and b else None
+        return float(f"{a / b:.4g}") if a is not None and b else None
 
     return Ratios(p50=r(run.latency.p50_ms, base.latency.p50_ms), p99=r(run.latency.p99_ms, base.latency.p99_ms),
                   requests_per_s=r(run.latency.requests_per_s, base.latency.requests_per_s),
@@ -115,7 +115,6 @@ def ratios(run: DesignRun, base: DesignRun) -> Ratios:
 
 
 def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | None) -> DesignRun:
-
     lab = f"{opts.name}-{SHORT[design]}"
     phases: list[Phase] = []
     notes: list[str] = []
@@ -136,15 +135,16 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
                            hint="pods: " + ", ".join(sorted(rec.pods)))
         client_ns = rec.members[opts.client]
         server = scenario.server_pod(lab, client_ns, opts.url, rec.pods, _services(rec.topology, rec.pods))
+        pcaps_dir = os.path.join(opts.out_dir, "pcaps", design)
+        with phase("capture"):  # first, so the request opens every connection (Geneve SYNs, HBONE)
+            scenario.wait_mesh(rec)
+            path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("scenario"):
             scenario.wait_path(client_ns, opts.url)
             lat = scenario.latency(client_ns, opts.url, opts.requests)
             bulk = None
             if opts.bulk_mib > 0:
                 bulk = scenario.bulk(client_ns, rec.members[server], server, rec.pods[server]["ip"], opts.bulk_mib)
-        pcaps_dir = os.path.join(opts.out_dir, "pcaps", design)
-        with phase("capture"):
-            path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("trace"):
             trace = probe.trace_connection(lab, opts.client, opts.url, notes)
         with phase("objects"):
@@ -173,7 +173,6 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
 
 def _services(topology: str, pods: dict[str, dict]) -> dict[str, list[str]]:
     """Service name -> the pods it selects, from the lab's topology."""
-
     topo = load_topology(topology)
     by_name = {p.name: p for p in topo.pods}
     return {s.name: sorted(n for n, p in by_name.items() if n in pods
@@ -203,7 +202,6 @@ def write(report: Report, out_dir: str) -> list[str]:
 
 def load(path: str) -> Report:
     """A report.json written by this or an earlier netlab; a different schema is refused."""
-
     try:
         with open(path) as f:
             data = json.load(f)

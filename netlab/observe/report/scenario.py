@@ -75,6 +75,29 @@ def wait_path(ns: str, url: str, timeout: float = 15.0) -> float:
         time.sleep(0.1)
 
 
+def wait_mesh(rec, timeout: float = 15.0) -> None:
+    """In-pod, until ztunnel listens inside every enrolled pod's netns (15001 and 15008).
+
+    ``up`` returns once the CNI agents and ztunnels run, and the pods' listeners follow over
+    ZDS. Waiting with a request would open the HBONE connections before the capture, which
+    then would miss their handshakes (and, node-routing aside, the first packets' Geneve frames).
+    """
+    if rec.mode != "inpod":
+        return
+    pending = {p: rec.members[p] for p, v in rec.pods.items() if v["ambient"]}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for pod, ns in list(pending.items()):
+            ports = in_netns(ns, ["ss", "-Hltn"], 5).stdout
+            if ":15001 " in ports and ":15008 " in ports:
+                del pending[pod]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise ProcessError(f"ztunnel does not listen in {', '.join(sorted(pending))} after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def latency(ns: str, url: str, n: int) -> Latency:
     p = in_netns(ns, curl_argv(url, n), timeout=30 + 10 * n)
     return parse_curl(p.stdout, url)

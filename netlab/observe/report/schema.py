@@ -110,6 +110,7 @@ class LegBytes(_Model):
     leg: int
     hop: int  # 1-based position in the path's hop order
     netns: str
+    member: str  # the lab TARGET owning the netns (pod, node, ztunnel-<node>, net)
     device: str
     encap: str
     vni: int | None

@@ -262,7 +262,7 @@ class _HboneConnection:
         self.closed = False
 
     # --- outbound ---------------------------------------------------------------------------
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         """Everything to write; first hands h2 the credit collected by :meth:`ack` once it adds
         up to :data:`ACK_BATCH` (one ``acknowledge_received_data`` per stream and batch)."""
         if self._acked >= ACK_BATCH or len(self._acks) > ACK_STREAMS:

@@ -18,8 +18,10 @@ def texts(svg: str) -> list[str]:
 
 def test_node_routing_names_both_tunnels_with_their_vni() -> None:
     svg = render_svg(layout(node_routing_path(), where))
-    t = " ".join(texts(svg))
-    assert "istioout · Geneve VNI 1001" in t and "istioin · Geneve VNI 1000" in t
+    tx = texts(svg)
+    t = " ".join(tx)
+    assert tx[tx.index("istioout") + 1] == "hop 3 · Geneve VNI 1001"  # the device, then its hops and tunnel
+    assert tx[tx.index("istioin") + 1].endswith("Geneve VNI 1000")
     assert "pistioout" in t and "pistioin" in t
     assert "node ambient-worker" in t and "node ambient-worker2" in t
 

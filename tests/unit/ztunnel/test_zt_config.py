@@ -49,7 +49,7 @@ def test_lab_spec_writes_log_level(tmp_path, monkeypatch, env: str | None, level
         monkeypatch.setenv(specs.ZTUNNEL_LOG_LEVEL_ENV, env)
     p = Process("ztunnel/n1", "ztunnel", names.netns("zf", "ztunnel-n1"), (("mode", "inpod"), ("node", "n1")))
     spec = specs.spec(SimpleNamespace(registry={"trust_domain": "cluster.local"}), p, str(tmp_path))
-    path = spec["argv"][spec["argv"].index("--config") + 1]
+    path = spec.argv[spec.argv.index("--config") + 1]
     assert json.loads(open(path).read())["log_level"] == level
     assert Config.load(path).log_level == level
 

@@ -400,3 +400,18 @@ def test_frames_larger_than_a_read_stay_on_the_lean_path() -> None:
         if cls is LeanDataConnection:
             assert s.lean_received == 8
     assert outs[0] == outs[1]
+
+
+def test_data_to_send_hands_over_the_queue() -> None:
+    """The lean connection returns its queue instead of a copy: what was returned must not
+    change when more is queued, and the bytes equal stock h2's."""
+    outs = []
+    for cls in (h2.connection.H2Connection, LeanDataConnection):
+        c, s = opened(cls)
+        c.send_data(1, b"a" * 100)
+        first = c.data_to_send()
+        snapshot = bytes(first)
+        c.send_data(1, b"b" * 100)
+        assert bytes(first) == snapshot
+        outs.append((snapshot, bytes(c.data_to_send()), bytes(c.data_to_send(5))))
+    assert outs[0] == outs[1]

@@ -8,7 +8,7 @@
 #   CLUSTER          kind cluster name                     (default ambient)
 #   ISTIO_VERSION    Istio patch release to download        (default 1.20.8)
 #   INSTALL_WITH     istioctl | helm                        (default istioctl)
-#   KIND_NODE_IMAGE  kind node image                        (default kindest/node:v1.28.15)
+#   KIND_NODE_IMAGE  kind node image                        (default kindest/node:v1.28.15@sha256:a7c05c7ae043a0b8c818f5a06188bc2c4098f6cb59ca7d1856df00375d839251)
 #   ALLOW_IMAGE_MISMATCH=1  go on when an image differs from the downloaded release's samples
 set -euo pipefail
 
@@ -16,7 +16,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=${CLUSTER:-ambient}
 ISTIO_VERSION=${ISTIO_VERSION:-1.20.8}
 INSTALL_WITH=${INSTALL_WITH:-istioctl}
-KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.28.15}
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.28.15@sha256:a7c05c7ae043a0b8c818f5a06188bc2c4098f6cb59ca7d1856df00375d839251}
 ISTIO_DIR="$HERE/istio-$ISTIO_VERSION"
 CTX="kind-$CLUSTER"
 
@@ -33,11 +33,17 @@ case "$ISTIO_VERSION" in
   *) die "ISTIO_VERSION=$ISTIO_VERSION is not a 1.20 release; export again with --istio-version" ;;
 esac
 
+# istio-cni 1.20 makes kernel geneve links (istioin/istioout) in each node, and kind nodes
+# share this host's kernel.
+if ! grep -qw '^geneve' /proc/modules 2>/dev/null && ! modinfo geneve >/dev/null 2>&1; then
+  echo "warning: this kernel shows no geneve module; Istio 1.20's node-routing needs it" >&2
+fi
+
 step "kind cluster $CLUSTER (2 worker(s), $KIND_NODE_IMAGE)"
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "cluster $CLUSTER exists; reusing it" >&2
 else
-  sed "s|image: kindest/node:v1.28.15|image: $KIND_NODE_IMAGE|" "$HERE/kind.yaml" \
+  sed "s|image: kindest/node:v1.28.15@sha256:a7c05c7ae043a0b8c818f5a06188bc2c4098f6cb59ca7d1856df00375d839251|image: $KIND_NODE_IMAGE|" "$HERE/kind.yaml" \
     | kind create cluster --name "$CLUSTER" --config - --wait 120s
 fi
 
@@ -85,6 +91,23 @@ k -n istio-system rollout status daemonset/ztunnel --timeout=300s
 step "workloads"
 k apply -f "$HERE/manifests/default.yaml"
 k -n default wait --for=condition=Available deployment --all --timeout=300s
+# enrolled pods: istio-cni annotates each once its redirection is in place
+k -n default wait pod -l netlab/pod=sleep --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=notsleep --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=reviews-v1 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=reviews-v2 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=reviews-v3 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=productpage-v1 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=ratings-v1 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=details-v1 --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
 k get pods -A -o wide -l netlab/pod
 
 step "pod CIDRs: kind's (kube-controller-manager's) against the topology's"

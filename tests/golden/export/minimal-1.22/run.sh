@@ -8,7 +8,7 @@
 #   CLUSTER          kind cluster name                     (default minimal)
 #   ISTIO_VERSION    Istio patch release to download        (default 1.22.8)
 #   INSTALL_WITH     istioctl | helm                        (default istioctl)
-#   KIND_NODE_IMAGE  kind node image                        (default kindest/node:v1.30.6)
+#   KIND_NODE_IMAGE  kind node image                        (default kindest/node:v1.30.6@sha256:b6d08db72079ba5ae1f4a88a09025c0a904af3b52387643c285442afb05ab994)
 #   ALLOW_IMAGE_MISMATCH=1  go on when an image differs from the downloaded release's samples
 set -euo pipefail
 
@@ -16,7 +16,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=${CLUSTER:-minimal}
 ISTIO_VERSION=${ISTIO_VERSION:-1.22.8}
 INSTALL_WITH=${INSTALL_WITH:-istioctl}
-KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.30.6}
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.30.6@sha256:b6d08db72079ba5ae1f4a88a09025c0a904af3b52387643c285442afb05ab994}
 ISTIO_DIR="$HERE/istio-$ISTIO_VERSION"
 CTX="kind-$CLUSTER"
 
@@ -37,7 +37,7 @@ step "kind cluster $CLUSTER (1 worker(s), $KIND_NODE_IMAGE)"
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "cluster $CLUSTER exists; reusing it" >&2
 else
-  sed "s|image: kindest/node:v1.30.6|image: $KIND_NODE_IMAGE|" "$HERE/kind.yaml" \
+  sed "s|image: kindest/node:v1.30.6@sha256:b6d08db72079ba5ae1f4a88a09025c0a904af3b52387643c285442afb05ab994|image: $KIND_NODE_IMAGE|" "$HERE/kind.yaml" \
     | kind create cluster --name "$CLUSTER" --config - --wait 120s
 fi
 
@@ -79,6 +79,11 @@ k -n istio-system rollout status daemonset/ztunnel --timeout=300s
 step "workloads"
 k apply -f "$HERE/manifests/default.yaml"
 k -n default wait --for=condition=Available deployment --all --timeout=300s
+# enrolled pods: istio-cni annotates each once its redirection is in place
+k -n default wait pod -l netlab/pod=client --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
+k -n default wait pod -l netlab/pod=server --timeout=120s \
+  --for=jsonpath='{.metadata.annotations.ambient\.istio\.io/redirection}'=enabled
 k get pods -A -o wide -l netlab/pod
 
 step "pod CIDRs: kind's (kube-controller-manager's) against the topology's"

@@ -1,0 +1,1 @@
+"""Long reliability runs behind ``scripts/soak.py``: lifecycle soak, faults, load, fuzz."""
