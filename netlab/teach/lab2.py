@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -87,9 +88,6 @@ def _geneve(ctx: Ctx) -> Outcome:
 
 def _traced(ctx: Ctx) -> Outcome:
     """The trace's decisions for the SYN and the first ACK, each confirmed by the live kernel."""
-    import json
-    import os
-
     path = os.path.join(ctx.workdir, "trace.json")
     try:
         with open(path) as f:

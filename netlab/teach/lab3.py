@@ -98,11 +98,13 @@ from it: conntrack on the node shows `src=10.244.2.4 dst=10.244.1.7 dport=9080`.
              _table100, "rule 103 (`from all lookup 100`) has no mark: it catches all that rules 100-102 left",
              kind="look"),
         Step("A meshed request arrives as HBONE: TPROXY to 15008",
+             "netlab restart {lab} ztunnel-ambient-worker\n"
              "netlab exec {lab} sleep -- curl -s http://productpage:9080/ | head -n1\n"
              f"netlab exec {{lab}} ztunnel-{SERVER_NODE} -- iptables-save -c -t mangle",
              "the `--dport 15008 ... --on-port 15008` counter moved; 15001 moved too (productpage's own "
-             "outbound calls to details and reviews); a pooled HBONE connection counts one SYN for many requests",
-             _hbone, "curl from sleep (enrolled): its ztunnel opens HBONE to 10.244.1.7:15008"),
+             "outbound calls to details and reviews). HBONE connections are pooled: restarting sleep's ztunnel "
+             "first makes sure this request opens a new one, whose SYN is what TPROXY counts",
+             _hbone, "restart ztunnel-ambient-worker (it empties its HBONE pool), then curl from sleep"),
         Step("Only the SYN crosses istioin",
              "netlab restart {lab} ztunnel-ambient-worker\n"
              f"netlab capture {{lab}} -o {{dir}}/in --only {SERVER_NODE} --filter 'tcp port 15008 or udp port 6081' "
