@@ -78,9 +78,11 @@ lists every broken state it finds, with its repair command.""",
              "connections it carried were reset",
              broken(f"ztunnel-restarted:{SERVER_NODE}"), f"kill the pid of ztunnel/{SERVER_NODE} in `netlab status`"),
         Step("Fix: nothing to do but wait; check traffic flows again",
-             "netlab exec {lab} sleep -- curl -s http://productpage:9080/ | head -n1",
-             "the page loads: the new ztunnel re-read its certificates and workloads; node rules were untouched",
-             ztunnel_back, "wait until `netlab status {lab}` shows it ready, then curl"),
+             "netlab exec {lab} sleep -- curl -s -m 5 --retry 5 --retry-all-errors --retry-delay 1 "
+             "http://productpage:9080/ | head -n1",
+             "the page loads (a request in flight while ztunnel was down fails; curl retries it): the new "
+             "ztunnel re-read its certificates and workloads; the node's rules were never touched",
+             ztunnel_back, "wait until `netlab status {lab}` shows it ready, then curl", settle=8.0),
         Step("Break: unenroll productpage at run time",
              "netlab unenroll {lab} productpage-v1\n"
              "netlab exec {lab} sleep -- curl -s http://productpage:9080/ | head -n1\n"
