@@ -31,7 +31,7 @@ DIR_IN, DIR_OUT = 1, 2  # pcapng epb_flags inbound/outbound
 
 
 def pcap_name(netns: str, device: str) -> str:
-    """``pcap_name("nl-demo-sleep", "eth0") -> 'nl-demo-sleep__eth0.pcap'``."""
+    """``pcap_name("nl-demo.sleep", "eth0") -> 'nl-demo.sleep__eth0.pcap'``."""
     return f"{netns}__{device}.pcap"
 
 
@@ -40,7 +40,7 @@ def if_name(netns: str, device: str) -> str:
 
 
 def split_if_name(name: str) -> tuple[str, str]:
-    """Inverse of :func:`if_name`: ``'nl-demo-sleep/eth0' -> ('nl-demo-sleep', 'eth0')``."""
+    """Inverse of :func:`if_name`: ``'nl-demo.sleep/eth0' -> ('nl-demo.sleep', 'eth0')``."""
     netns, _, device = name.rpartition("/")
     return netns, device
 

@@ -85,15 +85,14 @@ def _ctx(tl: TeachingLab, lab: str, started: float, baseline: dict, journal: lis
 def load_ctx(number: int, name: str | None) -> tuple[TeachingLab, Ctx]:
     tl = get(number)
     lab = lab_name(tl, name)
+    again = f"`netlab lab start {number}" + (f" --name {lab}`" if name else "`")
     if load_record(lab) is None:
-        raise LabError(f"lab {lab} is not running", hint=f"`netlab lab start {number}`"
-                       + (f" --name {lab}" if name else ""))
+        raise LabError(f"lab {lab} is not running", hint=again)
     try:
         with open(_progress_path(lab, number)) as f:
             d = json.load(f)
     except FileNotFoundError:
-        raise LabError(f"teaching lab {number} was not started on lab {lab}",
-                       hint=f"`netlab lab start {number}" + (f" --name {lab}`" if name else "`")) from None
+        raise LabError(f"teaching lab {number} was not started on lab {lab}", hint=again) from None
     return tl, _ctx(tl, lab, d["started"], d["baseline"], d["journal"])
 
 

@@ -130,7 +130,7 @@ def member_node(member: str, role: str, pods: dict[str, dict], nodes: Iterable[s
 
 
 def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
-    """Read every netns of a running lab (or only ``members``), a few at a time."""
+    """Read every netns of a running lab (or only ``members``), several at a time."""
     rec = record_of(lab)
     tool = iptables_save_tool(rec.iptables_backend)
     try:
@@ -147,7 +147,7 @@ def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
         return from_show(member, ns, role, member_node(member, role, rec.pods, rec.nodes), sections,
                          run_in(ns, ["ss", "-Hltnp"]), owners)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:  # each worker mostly waits on a subprocess
         return list(pool.map(one, wanted))
 
 
