@@ -16,11 +16,12 @@ def run() -> None:
     try:
         # the CLI's import (typer, rich, pydantic) is what a signal may interrupt: inside the try
         from netlab.cli.main import main
-    except KeyboardInterrupt as e:
+
+        main()
+    except KeyboardInterrupt as e:  # outside any command's boundary (imports, argument parsing)
         signum = getattr(e, "signum", signal.SIGINT)
         sys.stderr.write("netlab: interrupted\n")
         raise SystemExit(128 + signum) from None
-    main()
 
 
 if __name__ == "__main__":

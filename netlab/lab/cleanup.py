@@ -143,6 +143,8 @@ def gc(only: Callable[[str], bool] | None = None) -> list[DownResult]:
             if not mine:
                 log.info("gc: %s is busy, left alone", lab)
                 continue
+            if not exists(lab):  # removed by a `down` between the listing and the lock
+                continue
             why = gc_reason(lab)
             if why:
                 log.info("gc: removing %s (%s)", lab, why)

@@ -11,6 +11,7 @@ caught; ``gc`` recognises the lab it leaves (``creating``, creator gone).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 
@@ -28,14 +29,29 @@ class Interrupted(NetlabError):
         self.exit_code = 128 + signum
 
 
+def _in_forked_child(owner: int, signum: int) -> bool:
+    """pyroute2 forks helper processes (netns creation, ``IPRoute(netns=...)``) that inherit
+    Python's handlers, and ends them with SIGTERM. A handler of the CLI must not run in such a
+    child (it would unwind a copy of the CLI: print, run ``finally`` blocks, remove netns):
+    there the signal does what it does by default."""
+    if os.getpid() == owner:
+        return False
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return True
+
+
 class Recorder:
     """Installed for the whole of ``up``; ``check()`` at each boundary raises once signalled."""
 
     def __init__(self) -> None:
         self.signals: list[int] = []
         self.armed = True  # False once the lab is up: a late signal no longer undoes it
+        self.owner = os.getpid()
 
     def __call__(self, signum: int, frame: object) -> None:
+        if _in_forked_child(self.owner, signum):
+            return
         if self.armed:
             self.signals.append(signum)
 
@@ -82,12 +98,19 @@ class SignalInterrupt(KeyboardInterrupt):
         self.signum = signum
 
 
+_CLI_PID = 0
+
+
 def _raise(signum: int, frame: object) -> None:
+    if _in_forked_child(_CLI_PID, signum):
+        return
     raise SignalInterrupt(signum)
 
 
 def install_cli_defaults() -> None:
     """For the whole CLI run: SIGTERM and SIGHUP unwind like Ctrl-C (``finally`` blocks run,
     one line is printed, exit 128 + n) instead of killing the process mid-step."""
+    global _CLI_PID
+    _CLI_PID = os.getpid()
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _raise)

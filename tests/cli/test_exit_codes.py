@@ -95,13 +95,13 @@ def test_kernel_refusal_exits_4(run, state_root, monkeypatch) -> None:
 
     def refuse(topology: str, **kw: object) -> None:
         calls.append((topology, kw["name"], kw["mode"]))
-        raise ApplyError("nl-clk-node1: ip link add istioin type geneve: Operation not supported",
+        raise ApplyError("nl-clk.node1: ip link add istioin type geneve: Operation not supported",
                          obj="link istioin", errno=95)
 
     monkeypatch.setattr(lifecycle, "up", refuse)
     r = run("up", "minimal", "--name", "clk", "--mode", "node-routing")
     assert r.exit_code == 4
-    assert failure_lines(r.stderr) == ("nl-clk-node1: ip link add istioin type geneve: Operation not supported", None)
+    assert failure_lines(r.stderr) == ("nl-clk.node1: ip link add istioin type geneve: Operation not supported", None)
     assert calls == [("minimal", "clk", "node-routing")]
 
 

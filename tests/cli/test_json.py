@@ -65,7 +65,7 @@ def test_down_and_gc(run, fake_lab, monkeypatch) -> None:
     from netlab.lab import lifecycle
 
     lab = fake_lab()
-    res = DownResult(lab, ["nl-clfake-node1"], [123], ["/run/netlab/clfake"], 0.25)
+    res = DownResult(lab, ["nl-clfake.node1"], [123], ["/run/netlab/clfake"], 0.25)
     downs: list[str] = []
     monkeypatch.setattr(lifecycle, "down", lambda x: downs.append(x) or res)
     monkeypatch.setattr(lifecycle, "gc", lambda: [res])
@@ -82,7 +82,7 @@ def test_down_design_only(run, fake_lab, monkeypatch) -> None:
     from netlab.lab import design
 
     lab = fake_lab()
-    res = DesignTeardown(lab, {"node1": ["ip rule del priority 100"]}, ["ztunnel/node1"], ["nl-clfake-ztunnel-node1"])
+    res = DesignTeardown(lab, {"node1": ["ip rule del priority 100"]}, ["ztunnel/node1"], ["nl-clfake.ztunnel-node1"])
     monkeypatch.setattr(design, "remove_design", lambda x: res if x == lab else None)
     r = run("down", lab, "--design-only", "--json")
     assert r.exit_code == 0, r.stderr

@@ -224,3 +224,27 @@ def test_duplicate_or_reserved_underlay_ips_are_refused(tmp_path, nodes, err) ->
     p.write_text(f"name: rl-u\nnodes: {nodes}\n")
     with pytest.raises(TopologyError, match=err):
         load_topology(str(p))
+
+
+def test_cli_signal_handlers_do_not_run_in_forked_helpers() -> None:
+    """pyroute2's helper children inherit the handlers and get SIGTERM when done: they must die
+    of it, not unwind a copy of the CLI (which printed "interrupted" and removed the probe netns)."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from netlab.lab import interrupt
+        interrupt.install_cli_defaults()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                time.sleep(30)
+            finally:
+                sys.stdout.write("child unwound\\n")  # must not happen
+                sys.stdout.flush()
+            os._exit(0)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        print("signalled" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM else status)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
+    assert out.strip() == "signalled", out

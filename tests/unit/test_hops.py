@@ -90,12 +90,12 @@ def conn(clock, path, c, s, up: bytes, down: bytes, isn=1000, rev_path=None, s_a
 def test_dnat_segments_join_into_one_leg() -> None:
     """--mode none: sleep sees the VIP, the server side sees the pod; one connection, one leg."""
     clock = Clock()
-    path = [("nl-x-sleep", "eth0", True), ("nl-x-w1", "veth1", False), ("nl-x-w1", "eth0", True),
-            ("nl-x-w2", "eth0", False), ("nl-x-pp", "eth0", False)]
+    path = [("nl-x.sleep", "eth0", True), ("nl-x.w1", "veth1", False), ("nl-x.w1", "eth0", True),
+            ("nl-x.w2", "eth0", False), ("nl-x.pp", "eth0", False)]
     s = conn(clock, path, ("10.244.2.4", 40000), ("10.96.0.10", 9080), b"x" * 80, b"y" * 800,
              s_after=(2, ("10.244.1.7", 9080)))
     names = hops.Names(ips={"10.244.2.4": "sleep", "10.244.1.7": "productpage-v1"},
-                       netns={"nl-x-sleep": "sleep", "nl-x-w1": "w1", "nl-x-w2": "w2", "nl-x-pp": "productpage-v1"})
+                       netns={"nl-x.sleep": "sleep", "nl-x.w1": "w1", "nl-x.w2": "w2", "nl-x.pp": "productpage-v1"})
     [p] = hops.reconstruct(s, [], names)
     [leg] = p.legs
     assert (p.client, p.server) == ("sleep", "productpage-v1")
@@ -115,15 +115,15 @@ def line(direction, src, dst, hbone, sent, recv, end="2027-01-15T08:00:00.100000
 def test_proxy_legs_join_through_the_access_log() -> None:
     clock = Clock()
     clock.t = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
-    a = conn(clock, [("nl-x-sleep", "eth0", True), ("nl-x-w1", "veth1", False), ("nl-x-w1", "istioout", True),
-                     ("nl-x-w1", "vethz", True, 1001), ("nl-x-ztunnel-w1", "pistioout", False)],
+    a = conn(clock, [("nl-x.sleep", "eth0", True), ("nl-x.w1", "veth1", False), ("nl-x.w1", "istioout", True),
+                     ("nl-x.w1", "vethz", True, 1001), ("nl-x.ztunnel-w1", "pistioout", False)],
              ("10.244.2.4", 40000), ("10.96.0.10", 9080), b"q" * 80, b"r" * 900)
-    b = conn(clock, [("nl-x-ztunnel-w1", "eth0", True), ("nl-x-net", "nl1", False), ("nl-x-w2", "istioin", True),
-                     ("nl-x-ztunnel-w2", "pistioin", False)],
+    b = conn(clock, [("nl-x.ztunnel-w1", "eth0", True), ("nl-x.net", "nl1", False), ("nl-x.w2", "istioin", True),
+                     ("nl-x.ztunnel-w2", "pistioin", False)],
              ("10.244.2.4", 50000), ("10.244.1.7", 15008), b"\x17\x03\x03" + b"t" * 300, b"\x17\x03\x03" + b"u" * 1200)
-    c = conn(clock, [("nl-x-ztunnel-w2", "eth0", True), ("nl-x-pp", "eth0", False)],
+    c = conn(clock, [("nl-x.ztunnel-w2", "eth0", True), ("nl-x.pp", "eth0", False)],
              ("10.244.2.4", 45000), ("10.244.1.7", 9080), b"q" * 80, b"r" * 900)
-    other = conn(clock, [("nl-x-notsleep", "eth0", True)], ("10.244.2.5", 41000), ("10.244.1.9", 9080), b"z", b"z")
+    other = conn(clock, [("nl-x.notsleep", "eth0", True)], ("10.244.2.5", 41000), ("10.244.1.9", 9080), b"z", b"z")
     entries = [parse_line(line("outbound", "10.244.2.4:40000", "10.244.1.7:15008", "10.96.0.10:9080", 80, 900), node="w1"),
                parse_line(line("inbound", "10.244.2.4:50000", "10.244.1.7:15008", "10.244.1.7:9080", 900, 80), node="w2")]
     names = hops.Names(ips={"10.244.2.4": "sleep", "10.244.1.7": "productpage-v1"})
@@ -141,7 +141,7 @@ def test_proxy_legs_join_through_the_access_log() -> None:
 
 def test_a_reused_four_tuple_is_a_new_connection() -> None:
     clock = Clock()
-    path = [("nl-x-sleep", "eth0", True)]
+    path = [("nl-x.sleep", "eth0", True)]
     first = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"a", b"b", isn=1000)
     second = conn(clock, path, ("10.244.2.4", 40000), ("10.244.1.7", 9080), b"cc", b"dd", isn=9_000_000)
     paths = hops.reconstruct(first + second, [], hops.Names())

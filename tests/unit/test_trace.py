@@ -23,7 +23,7 @@ def test_trace_messages_decode_with_handle_verdict_and_mark() -> None:
                 NFTA_TRACE_ID=7, NFTA_TRACE_MARK=0x100, NFTA_TRACE_IIF=2)
     data += _msg(NFTA_TRACE_TABLE="nat", NFTA_TRACE_CHAIN="PREROUTING", NFTA_TRACE_TYPE=1, NFTA_TRACE_ID=7,
                  NFTA_TRACE_POLICY=1)
-    a, b = nftrace.parse(data, "nl-x-w1")
+    a, b = nftrace.parse(data, "nl-x.w1")
     assert (a.table, a.chain, a.handle, a.kind, a.verdict, a.mark, a.iif, a.trace_id) == (
         "mangle", "ztunnel-PREROUTING", 30, "rule", "continue", 0x100, 2, 7)
     assert (b.kind, b.verdict, b.handle, b.mark) == ("policy", "ACCEPT", None, 0)

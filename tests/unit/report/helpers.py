@@ -63,13 +63,13 @@ def where(ns: str) -> Where:
 def objects(design: str, pod_name: str = "sleep") -> list[NetnsObjects]:
     nr = design == "node-routing"
     ip = design == "inpod"
-    node = NetnsObjects(member="ambient-worker", netns="nl-x-ambient-worker", role="node", node="ambient-worker",
+    node = NetnsObjects(member="ambient-worker", netns="nl-x.ambient-worker", role="node", node="ambient-worker",
                         ip_rules=7 if nr else 3, routes={"main": 4, **({"100": 2, "101": 1, "102": 1} if nr else {})},
                         ipset_members={"ztunnel-pods-ips": 2} if nr else {}, iptables={"nat": {"KUBE-SERVICES": 4}},
                         links=["lo", "eth0"], listeners=[],
                         lines={"rules": ["0:\tfrom all lookup local", "32766:\tfrom all lookup main",
                                          "32767:\tfrom all lookup default"] + (["100:\tfrom all lookup 100"] * 4 if nr else [])})
-    pod = NetnsObjects(member=pod_name, netns=f"nl-x-{pod_name}", role="pod", node="ambient-worker",
+    pod = NetnsObjects(member=pod_name, netns=f"nl-x.{pod_name}", role="pod", node="ambient-worker",
                        ip_rules=4 if ip else 3, routes={"main": 2}, ipset_members={},
                        iptables={"mangle": {"ISTIO_PRERT": 7}} if ip else {}, links=["lo", "eth0"],
                        listeners=[Listener(address="0.0.0.0", port=15001, owner="ztunnel/ambient-worker", pid=9)] if ip else [])
@@ -91,8 +91,8 @@ def design_run(design: str, p50: float, pod_name: str = "sleep", path: Path | No
                         requests_per_s=1000 / p50, response_bytes=800),
         bulk=Bulk(server="productpage-v1", bytes=1 << 20, seconds=0.1, mbit_s=80.0 / p50, retransmits=0),
         ratios=None, objects=objects(design, pod_name), path=pr,
-        trace=[RuleMatch("nl-x-ambient-worker", "mangle", "ztunnel-PREROUTING", "-A ztunnel-PREROUTING -j MARK", 0, 0x100,
-                         "MARK"), RouteDecision("nl-x-ambient-worker", 101, "101", "default via 192.168.127.2 dev istioout")]
+        trace=[RuleMatch("nl-x.ambient-worker", "mangle", "ztunnel-PREROUTING", "-A ztunnel-PREROUTING -j MARK", 0, 0x100,
+                         "MARK"), RouteDecision("nl-x.ambient-worker", 101, "101", "default via 192.168.127.2 dev istioout")]
         if design == "node-routing" else None,
         enrollment=None if design == "none" else Enrollment(
             pod="notsleep", seconds=0.02, ready_seconds=None,

@@ -49,7 +49,7 @@ def sections() -> dict[str, str]:
 
 
 def test_node_routing_node_counts() -> None:
-    o = from_show("ambient-worker", "nl-x-ambient-worker", "node", "ambient-worker", sections(), SS, {23377: "ztunnel/n"})
+    o = from_show("ambient-worker", "nl-x.ambient-worker", "node", "ambient-worker", sections(), SS, {23377: "ztunnel/n"})
     assert o.ip_rules == 7
     assert o.routes == {"100": 1, "101": 1, "main": 2}
     assert o.ipset_members == {"ztunnel-pods-ips": 2}
