@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from netlab.export.snapshot import parse_ipset  # one parser for the lab and a real cluster
 from netlab.lab.lifecycle import record_of
 from netlab.observe.report.schema import Listener, NetnsObjects
 from netlab.observe.show import iptables_save_tool, run_in, show
@@ -41,23 +42,6 @@ def parse_routes(text: str) -> dict[str, list[str]]:
             continue
         m = re.search(r"\btable (\S+)", ln)
         out.setdefault(m.group(1) if m else "main", []).append(ln)
-    return out
-
-
-def parse_ipset(text: str) -> dict[str, list[str]]:
-    """Members per set, from ``ipset list``."""
-    out: dict[str, list[str]] = {}
-    name, members = None, False
-    for ln in text.splitlines():
-        if ln.startswith("Name: "):
-            name, members = ln[len("Name: "):].strip(), False
-            out[name] = []
-        elif ln.startswith("Members:"):
-            members = True
-        elif members and name and ln.strip():
-            out[name].append(ln.strip())
-        elif not ln.strip():
-            members = False
     return out
 
 
