@@ -40,4 +40,9 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# vagrant: only so that a test can run `vagrant validate` on the Vagrantfile (Debian 12 packages
+# it; without recommends it brings ruby, not a hypervisor)
+if ! command -v vagrant >/dev/null 2>&1 && apt-cache show vagrant >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends vagrant >/dev/null
+fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"

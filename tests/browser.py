@@ -7,7 +7,7 @@ and recorded, so a page that would fetch from the network is caught even offline
 messages, exceptions and log entries of level error are collected, the layout width at a laptop
 viewport is measured, and a screenshot is taken.
 
-    python3 -m tests.browser report.html --screenshot shot.png [--full]
+    python3 -m tests.browser report.html --screenshot shot.png [--full | --scroll PIXELS]
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class DevTools:
         raise TimeoutError(method)
 
 
-def check_page(html: str, screenshot: str | None = None, full: bool = False, timeout: float = 60.0) -> PageCheck:
+def check_page(html: str, screenshot: str | None = None, full: bool = False, timeout: float = 60.0,
+               scroll: int = 0) -> PageCheck:
     exe = chromium()
     if not exe:
         raise FileNotFoundError("chromium is not installed (scripts/install.sh installs it)")
@@ -99,7 +100,7 @@ def check_page(html: str, screenshot: str | None = None, full: bool = False, tim
             port = int(f.readline())
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
-        return _drive(DevTools(page["webSocketDebuggerUrl"]), html, screenshot, full)
+        return _drive(DevTools(page["webSocketDebuggerUrl"]), html, screenshot, full, scroll)
     finally:
         proc.terminate()
         try:
@@ -110,7 +111,7 @@ def check_page(html: str, screenshot: str | None = None, full: bool = False, tim
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _drive(dt: DevTools, html: str, screenshot: str | None, full: bool) -> PageCheck:
+def _drive(dt: DevTools, html: str, screenshot: str | None, full: bool, scroll: int = 0) -> PageCheck:
     res = PageCheck()
 
     def on_event(msg: dict) -> None:
@@ -151,6 +152,8 @@ def _drive(dt: DevTools, html: str, screenshot: str | None, full: bool) -> PageC
     res.title = str(js("document.title"))
     res.text_chars = int(js("document.body.innerText.length"))
     if screenshot:
+        if scroll:
+            js(f"window.scrollTo(0, {int(scroll)})")
         shot = dt.send("Page.captureScreenshot", format="png", captureBeyondViewport=full)
         with open(screenshot, "wb") as f:
             f.write(base64.b64decode(shot["data"]))
@@ -163,8 +166,9 @@ def main() -> int:
     ap.add_argument("html")
     ap.add_argument("--screenshot")
     ap.add_argument("--full", action="store_true", help="the whole page, not the first laptop screen")
+    ap.add_argument("--scroll", type=int, default=0, help="scroll this many pixels down first")
     a = ap.parse_args()
-    r = check_page(a.html, a.screenshot, a.full)
+    r = check_page(a.html, a.screenshot, a.full, scroll=a.scroll)
     print(json.dumps(r.__dict__, indent=1))
     return 0 if not (r.console_errors or r.blocked) else 1
 

@@ -1,8 +1,10 @@
 """Shared test plumbing: the ``root`` mark, golden files, and the root-netns guard.
 
-Kernel tests (``@pytest.mark.root``) are skipped without root. Whenever any ran, the session
+Kernel tests (``@pytest.mark.root``) are skipped without root; the mark is the only root
+check in the suite (no test module checks ``geteuid`` itself). Whenever any ran, the session
 checks that the root network namespace (links, addresses, routes of all tables, rules,
-iptables-save, ipset names) is exactly as it was before: hard rule 1 of DESIGN.md.
+iptables-save, ipset names) is exactly as it was before: netlab works only inside its own
+namespaces and must never change the host's.
 """
 
 from __future__ import annotations

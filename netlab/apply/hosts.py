@@ -10,15 +10,13 @@ import os
 import shutil
 
 from netlab import names
+from netlab.linux.files import write_atomic
 
 
 def write_hosts(ns: str, text: str) -> None:
     d = names.etc_netns_dir(ns)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".hosts.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(d, "hosts"))
+    write_atomic(os.path.join(d, "hosts"), text)
 
 
 def remove_hosts(ns: str) -> None:

@@ -68,34 +68,3 @@ def save(ns: str, v: str | None = None) -> str:
         raise ApplyError(f"{ns}: iptables-save failed: {p.stderr.strip()}", obj="iptables-save")
     return p.stdout
 
-
-def rules_of(saved: str) -> list[str]:
-    """The table headers and rules of an ``iptables-save`` dump, without comments and counters."""
-    out = []
-    for ln in saved.splitlines():
-        if ln.startswith(("*", "-A")) or ln == "COMMIT":
-            out.append(ln)
-    return out
-
-
-def by_chain(saved: str) -> dict[str, dict[str, list[str]]]:
-    r"""``{table: {chain: [rules in order]}}`` of an ``iptables-save`` dump (or restore text).
-
-    The form two dumps can be compared in: nft and legacy list chains in different orders, a
-    plan lists rules in insertion order across chains, and legacy dumps every loaded table even
-    when empty. Built-in chains appear only when they hold rules; tables with nothing, not at all.
-
-    >>> by_chain("*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n*raw\nCOMMIT\n")
-    {'nat': {'X': ['-A X -j RETURN']}}
-    """
-    out: dict[str, dict[str, list[str]]] = {}
-    table: dict[str, list[str]] = {}
-    for ln in saved.splitlines():
-        if ln.startswith("*"):
-            table = out.setdefault(ln[1:].strip(), {})
-        elif ln.startswith(":") and ln.split()[1] == "-":  # user chain (built-ins have a policy)
-            table.setdefault(ln[1:].split()[0], [])
-        elif ln.startswith("-A "):
-            table.setdefault(ln.split()[1], []).append(ln)
-    return {t: chains for t, chains in out.items() if chains}
-

@@ -93,12 +93,12 @@ def _rule(iptc, p: ParsedRule):
         setattr(rule, k, v)
     for mname, opts in p.matches:
         m = rule.create_match(mname)
-        for k, v in opts:
-            setattr(m, k, v)
+        for k, opt in opts:
+            setattr(m, k, opt)
     if p.target:
         tg = rule.create_target(p.target[0])
-        for k, v in p.target[1]:
-            setattr(tg, k, v)
+        for k, opt in p.target[1]:
+            setattr(tg, k, opt)
     return rule
 
 

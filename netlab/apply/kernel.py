@@ -54,7 +54,7 @@ def apply_plan(plan: Plan, *, progress: Progress = _noop, iptables_backend: str 
         for i, n in enumerate(nss):
             s = socks[n.name]
             devs = ["lo"] + [ln.name for ln in n.links]
-            devs += [ln.peer for m in nss for ln in m.links if ln.kind == "veth" and ln.peer_ns == n.name]
+            devs += [ln.peer for m in nss for ln in m.links if ln.kind == "veth" and ln.peer_ns == n.name and ln.peer]
             s.up(dict.fromkeys(d for d in devs if d))
             for a in n.addrs:
                 s.add_addr(a)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import re
 from collections.abc import Callable
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -21,27 +20,17 @@ from netlab.apply.ipset import open_ipset
 from netlab.apply.netlink import NetnsLinks
 from netlab.errors import ApplyError
 from netlab.plan.teardown import Step
+from netlab.protocols import iptables_save
 
 log = logging.getLogger(__name__)
 OnStep = Callable[[Step, bool], None]
 
 
 def _present_iptables(saved: str) -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
-    """({(table, user chain)}, {(table, hook, target)}) of an ``iptables-save`` dump.
-
-    Not :func:`netlab.apply.iptables.by_chain`: that form drops the built-in/user distinction.
-    """
-    chains: set[tuple[str, str]] = set()
-    jumps: set[tuple[str, str, str]] = set()
-    table = ""
-    for line in saved.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif line.startswith(":") and line.split()[1] == "-":  # user chains only
-            chains.add((table, line[1:].split()[0]))
-        elif m := re.fullmatch(r"-A (\S+) -j (\S+)", line.strip()):
-            jumps.add((table, m.group(1), m.group(2)))
-    return chains, jumps
+    """({(table, user chain)}, {(table, hook, target)}) of an ``iptables-save`` dump."""
+    tables = iptables_save.parse(saved).values()
+    return ({(t.name, c) for t in tables for c in t.user_chains()},
+            {(t.name, hook, target) for t in tables for hook, target in t.jumps()})
 
 
 def restore_text(steps: list[Step]) -> str:
@@ -80,7 +69,7 @@ def run(ns: str, steps: tuple[Step, ...], *, variant: str | None = None,
     """Remove what ``steps`` name from ``ns`` in order; return the steps that removed something.
 
     ``before_netlink`` runs before each route/rule/link/ipset step (the iptables steps, which
-    come first in A6, have all been committed by then).
+    come first in ``cleanupNode``'s order, have all been committed by then).
     """
     chains, jumps = _present_iptables(iptables.save(ns, variant))
     ipt_steps = [s for s in steps if s.is_iptables and

@@ -3,7 +3,7 @@
 Where the kernel has no ``geneve`` link type, the lab creates TAP devices with the names Istio
 gives its geneve links (``istioin``/``istioout`` in the node, ``pistioin``/``pistioout`` in the
 ztunnel pod) and ``netlab.runtime.geneve`` attaches to them. A TAP is made by opening
-``/dev/net/tun`` with the thread in the target netns (seed-000 trick, ``nsenter.netns``), asking
+``/dev/net/tun`` with the thread in the target netns (``nsenter.netns``), asking
 for ``IFF_TAP | IFF_NO_PI`` with ``TUNSETIFF`` and pinning it with ``TUNSETPERSIST 1``: the device
 outlives the fd and belongs to the lab (it dies with the netns, or with :func:`delete_tap`).
 

@@ -20,7 +20,7 @@ def report(
     out: Annotated[str, typer.Option("-o", "--out", help="Directory to write report.md/.html/.json, pcaps/ and trace/.")] = "",
     designs: Annotated[str, typer.Option(help="Comma-separated designs, run in this order.")] = "none,node-routing,inpod",
     istio_version: Annotated[str | None, typer.Option("--istio-version", help="Rule set for the design that reproduces it (1.18-1.20 node-routing, 1.21-1.24 inpod); the other keeps its default.")] = None,
-    requests: Annotated[int, typer.Option(help="Requests in the latency run (each a new connection).", min=1, max=10000)] = 20,
+    requests: Annotated[int, typer.Option(help="Requests in the latency run (each a new connection), after 5 unmeasured ones.", min=1, max=10000)] = 50,
     bulk_mib: Annotated[int, typer.Option("--bulk-mib", help="MiB in the iperf3 transfer (0: none).", min=0, max=4096)] = 16,
     from_: Annotated[str, typer.Option("--from", help="Client pod of the scenario.")] = "sleep",
     to: Annotated[str, typer.Option("--to", help="URL the client requests.")] = "http://productpage:9080/",

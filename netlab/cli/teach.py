@@ -48,9 +48,9 @@ def start(number: NumArg, name: NameOpt = None) -> None:
     from netlab.teach import engine
 
     tl, ctx = engine.start(number, name, lambda s: err.print(s, markup=False))
-    out.print(f"\n{tl.title}: {tl.goal}\n", markup=False)
+    _say(f"\n{tl.title}: {tl.goal}\n")
     sys.stdout.write(engine.step_text(tl, ctx, 0))
-    out.print(f"\nthen: netlab lab check {number}" + (f" --name {name}" if name else ""), markup=False)
+    _say(f"\nthen: netlab lab check {number}" + (f" --name {name}" if name else ""))
 
 
 @app.command()
@@ -67,13 +67,13 @@ def check(number: NumArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
                                 "steps": [s.__dict__ for s in res.steps]}, status="ok" if res.done else "error")
     else:
         for f in findings:
-            out.print(f"BROKEN {f.key}: {f.symptom}\n  repair: {f.repair}", markup=False)
+            _say(f"BROKEN {f.key}: {f.symptom}\n  repair: {f.repair}")
         for s in res.steps:
             mark = "ok  " if s.ok else ("look" if s.kind == "look" else "TODO")
-            out.print(f"[{mark}] step {s.index}: {s.title}\n       {s.detail}", markup=False)
+            _say(f"[{mark}] step {s.index}: {s.title}\n       {s.detail}")
         nxt = res.next_step
-        out.print(f"\nlab {number} on {res.lab}: " + ("every step done" if nxt is None
-                  else f"next is step {nxt.index}: {nxt.title}"), markup=False)
+        _say(f"\nlab {number} on {res.lab}: " + ("every step done" if nxt is None
+             else f"next is step {nxt.index}: {nxt.title}"))
     if not res.done:
         raise typer.Exit(1)
 
@@ -88,11 +88,11 @@ def hint(number: NumArg, name: NameOpt = None) -> None:
     res = engine.check(number, name)
     nxt = res.next_step
     if nxt is None:
-        out.print(f"lab {number} is done on {res.lab}", markup=False)
+        _say(f"lab {number} is done on {res.lab}")
         return
     step = tl.steps[nxt.index - 1]
     sys.stdout.write(engine.step_text(tl, ctx, nxt.index - 1))
-    out.print(f"  missing: {nxt.detail}\n  hint: {engine.expand(step.hint, ctx)}", markup=False)
+    _say(f"  missing: {nxt.detail}\n  hint: {engine.expand(step.hint, ctx)}")
 
 
 @app.command()

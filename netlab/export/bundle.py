@@ -15,9 +15,7 @@ half-written script behind.
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from netlab.export.k8s import to_yaml
 from netlab.export.kind import cluster_name, kind_cluster, kind_node_names
 from netlab.export.manifests import BOOKINFO, manifests
 from netlab.export.versions import KIND_RELEASE, IstioRelease, release
+from netlab.linux.files import write_atomic
 from netlab.topology.load import load_topology
 from netlab.topology.model import Topology
 
@@ -180,15 +179,7 @@ def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
     for rel_path, text in sorted(files.items()):
         path = directory / rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o755 if path.suffix == ".sh" else 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(str(path), text, mode=0o755 if path.suffix == ".sh" else 0o644)
         written.append(path)
     return written
 

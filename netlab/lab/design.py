@@ -1,14 +1,14 @@
 """Take the mesh design off a running lab, the way istio-cni's agent does when it stops.
 
-``netlab down LAB --design-only`` on a node-routing lab runs istio-cni's ``cleanupNode``
-(its order is in :func:`netlab.plan.teardown.node_teardown` and docs/node-routing.md) on every node, each removal logged in the
+``netlab down LAB --design-only`` on a node-routing lab runs ``cleanupNode``
+(:func:`netlab.plan.teardown.node_teardown`) on every node, each removal logged in the
 node's ``istio-cni`` log, then lets the ztunnel pods go (process stopped, netns deleted:
 "nothing is removed inside the ztunnel netns, it disappears with the pod"). The pods keep
 running and talk directly through kube-proxy: the lab is then exactly the ``--mode none`` lab
 of the same topology, and its record says so.
 
 With the userspace Geneve forwarder, the forwarder is the rest of ``istioin``/``istioout``:
-it is stopped when A6 reaches its "set down and delete the tunnels" step, not before.
+it is stopped when the teardown reaches its "set down and delete the tunnels" step, not before.
 
 The record is saved after each node, so a failure halfway leaves it true to the kernel; a
 second run picks up where the first stopped (absent objects and processes are skipped).

@@ -9,7 +9,6 @@ ztunnel over ZDS. Either way the registry ztunnel reads is updated (protocol HBO
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ from netlab.apply.netlink import NetnsLinks
 from netlab.apply.sysctl import apply_sysctls
 from netlab.errors import LabError
 from netlab.lab.state import LabRecord, load_record, update_record
+from netlab.linux.files import write_atomic
 from netlab.plan import noderouting
 from netlab.plan.objects import Sysctl
+from netlab.plan.registry import RegistryDoc
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,8 @@ def set_registry_protocol(lab: str, on: bool, pods: set[str] | None = None) -> N
     """
     path = names.registry_path(names.state_dir(lab))
     with open(path) as f:
-        reg = json.load(f)
-    for w in reg["workloads"]:
-        if pods is None or w["name"] in pods:
-            w["protocol"] = "HBONE" if on else "TCP"
-    with open(path + ".tmp", "w") as f:
-        json.dump(reg, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+        reg = RegistryDoc.from_json(f.read())
+    write_atomic(path, reg.with_protocol(on, pods).to_json())
 
 
 def set_enrollment(lab: str, pod: str, on: bool) -> EnrollResult:

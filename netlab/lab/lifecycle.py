@@ -123,14 +123,14 @@ def make_plan(topology: str, *, name: str | None, mode: str, istio_version: str 
 def check_fd_budget(plan: Plan) -> None:
     """Refuse, before any object exists, a lab this process's open-file limit cannot hold."""
     per_node: dict[str, int] = {}
-    for w in plan.registry["workloads"]:
-        per_node[w["node"]] = per_node.get(w["node"], 0) + 1
+    for w in plan.registry.workloads:
+        per_node[w.node] = per_node.get(w.node, 0) + 1
     b = limits.budget(len(plan.namespaces), max(per_node.values(), default=0), plan.mode == "inpod")
     if not b.ok:
-        fit = limits.max_netns(b.hard) - (len(plan.namespaces) - len(plan.registry["workloads"]))
+        fit = limits.max_netns(b.hard) - (len(plan.namespaces) - len(plan.registry.workloads))
         raise PreflightError(
             f"lab {plan.lab!r} needs about {b.need} open files per process, the limit is {b.hard} "
-            f"(ulimit -Hn): at most about {max(fit, 0)} pods fit, this topology has {len(plan.registry['workloads'])}",
+            f"(ulimit -Hn): at most about {max(fit, 0)} pods fit, this topology has {len(plan.registry.workloads)}",
             hint="raise the hard limit (ulimit -Hn, or LimitNOFILE= for a service) or use fewer replicas")
 
 
@@ -203,9 +203,8 @@ def _up_locked(plan: Plan, topology: str, t0: float, sig: interrupt.Recorder, *,
         istio_version=plan.istio_version, encap=plan.encap, plan_sha=sha, iptables_backend=iptables_backend,
         members={n.member: n.name for n in plan.namespaces},
         roles={n.member: n.role for n in plan.namespaces},
-        pods={w["name"]: {"node": w["node"], "ip": w["ip"], "namespace": w["namespace"],
-                          "ambient": w["protocol"] == "HBONE", "uid": w["k8s_uid"]}
-              for w in plan.registry["workloads"]},
+        pods={w.name: {"node": w.node, "ip": w.ip, "namespace": w.namespace, "ambient": w.hbone, "uid": w.pod_uid}
+              for w in plan.registry.workloads},
         nodes=plan.nodes, created=time.time(),
         creator_pid=os.getpid(), creator_start=reaper.start_time(os.getpid()))
     try:

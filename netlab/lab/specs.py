@@ -11,6 +11,7 @@ import sys
 
 from netlab import names
 from netlab.errors import PreflightError
+from netlab.linux.files import write_atomic
 from netlab.plan.objects import Plan, Process
 from netlab.runtime.spec import ProcessSpec, Workload
 
@@ -35,16 +36,12 @@ def _py(module: str, *args: str) -> tuple[str, ...]:
 
 def prepare_mesh(plan: Plan, state: str) -> None:
     """Registry and lab PKI for ztunnel (only when a mesh design is on)."""
-    with open(os.path.join(state, "registry.json.tmp"), "w") as f:
-        json.dump(plan.registry, f, indent=1, sort_keys=True)
-    os.replace(os.path.join(state, "registry.json.tmp"), os.path.join(state, "registry.json"))
+    write_atomic(names.registry_path(state), plan.registry.to_json())
     if plan.mode == "none":
         return
     from netlab.runtime.ztunnel import certs
 
-    ids = sorted({f"spiffe://{plan.registry['trust_domain']}/ns/{w['namespace']}/sa/{w['service_account']}"
-                  for w in plan.registry["workloads"]})
-    certs.ensure_identities(os.path.join(state, "certs"), ids)
+    certs.ensure_identities(os.path.join(state, "certs"), plan.registry.identities())
 
 
 def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") -> ProcessSpec:
@@ -60,7 +57,7 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
                "certs_dir": os.path.join(state, "certs"),
                "access_log": os.path.join(names.logs_dir(state), f"ztunnel.{node}.access.log"),
                "zds_socket": names.zds_socket(state, node) if p.arg("mode") == "inpod" else None,
-               "trust_domain": plan.registry.get("trust_domain", "cluster.local"),
+               "trust_domain": plan.registry.trust_domain,
                "log_level": ztunnel_log_level()}
         path = os.path.join(state, f"ztunnel-{node}.json")
         with open(path, "w") as f:

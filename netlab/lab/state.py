@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from netlab import names
 from netlab.errors import LabError
 from netlab.linux.filelock import exclusive
+from netlab.linux.files import write_atomic
 
 
 @dataclass
@@ -44,10 +45,7 @@ class LabRecord:
 
     def save(self) -> None:
         os.makedirs(names.state_dir(self.lab), exist_ok=True)
-        tmp = f"{self.path()}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path())
+        write_atomic(self.path(), json.dumps(asdict(self), indent=1, sort_keys=True))
 
 
 class UnreadableRecord(LabError):
@@ -113,7 +111,4 @@ def supervisor_pid(lab: str) -> int | None:
 def write_supervisor_pid(lab: str, pid: int) -> None:
     """The one writer of ``supervisor.pid`` (``up`` and a supervisor restart, right after the
     spawn: the pid is known before the supervisor runs a line of its own)."""
-    path = names.supervisor_pid_path(names.state_dir(lab))
-    with open(path + ".tmp", "w") as f:
-        f.write(f"{pid}\n")
-    os.replace(path + ".tmp", path)
+    write_atomic(names.supervisor_pid_path(names.state_dir(lab)), f"{pid}\n")

@@ -1,4 +1,4 @@
-"""Enter a network namespace from one thread only (the seed-000 trick).
+"""Enter a network namespace from one thread only.
 
 ``setns(2)`` switches the *calling thread*; a socket keeps the netns it was created in for
 its whole life. So a process can hold listening sockets, TAP fds and netlink sockets in many

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -39,6 +37,7 @@ from netlab.observe import accesslog, pcapfiles
 from netlab.observe.accesslog import AccessEntry
 from netlab.observe.decode import decode, ntoa
 from netlab.observe.model import CaptureResult, Hop, Leg, Path
+from netlab.plan.registry import RegistryDoc
 
 HBONE_PORT = 15008
 OUTBOUND_PORT = 15001
@@ -325,11 +324,10 @@ def lab_names(lab: str) -> Names:
         if info.get("gateway"):
             n.ips[info["gateway"]] = node
     try:
-        with open(os.path.join(nm.state_dir(lab), "registry.json")) as f:
-            reg = json.load(f)
-        for svc in reg.get("services", []):
-            if svc.get("vip"):
-                n.ips.setdefault(svc["vip"], f"{svc['name']} (VIP)")
+        with open(nm.registry_path(nm.state_dir(lab))) as f:
+            reg = RegistryDoc.from_json(f.read())
+        for svc in reg.services:
+            n.ips.setdefault(svc.vip, f"{svc.name} (VIP)")
     except (OSError, ValueError):
         pass
     return n

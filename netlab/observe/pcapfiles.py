@@ -15,7 +15,6 @@ nanosecond timestamp (several hops of one packet fall within the same microsecon
 from __future__ import annotations
 
 import heapq
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from scapy.utils import RawPcapNgReader, RawPcapNgWriter, RawPcapReader, RawPcapWriter
+
+from netlab.linux.files import replacing
 
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144  # a GSO/GRO super-frame on a veth is up to 64 KiB; tcpdump's default snaplen
@@ -111,8 +112,12 @@ class MergedWriter(RawPcapNgWriter):
 
 def merge(inputs: list[MergeInput], out_path: str) -> int:
     """Write every interface's packets, in timestamp order, into one pcapng; returns packets."""
+    with replacing(out_path) as tmp:
+        return _merge(inputs, tmp)
+
+
+def _merge(inputs: list[MergeInput], tmp: str) -> int:
     count = 0
-    tmp = out_path + ".tmp"
     w = MergedWriter(tmp)
     names = [if_name(m.netns, m.device).encode() for m in inputs]
     for m, name in zip(inputs, names, strict=True):
@@ -129,7 +134,6 @@ def merge(inputs: list[MergeInput], out_path: str) -> int:
             count += 1
     finally:
         w.close()
-    os.replace(tmp, out_path)
     return count
 
 

@@ -45,6 +45,7 @@ from netlab.observe import capture as cap
 from netlab.observe import nftrace, pcapfiles
 from netlab.observe.decode import decode
 from netlab.observe.model import RouteDecision, RuleMatch, Trace
+from netlab.protocols import iptables_save
 
 TRACE_TABLE = "nl-trace"  # + "-<source port>": concurrent traces of one lab each have their own table
 
@@ -112,10 +113,8 @@ def rule_texts(ns: str, family: str, table: str) -> dict[int, str]:
             handles[chain] = []
         elif chain and (m := re.search(r"# handle (\d+)$", st)):
             handles[chain].append(int(m.group(1)))
-    lines: dict[str, list[str]] = {}
-    for ln in _run(ns, ["iptables-save", "-t", table], check=False).splitlines():
-        if ln.startswith("-A "):
-            lines.setdefault(ln.split()[1], []).append(ln)
+    saved = iptables_save.parse(_run(ns, ["iptables-save", "-t", table], check=False)).get(table)
+    lines = {c.name: list(c.rules) for c in saved.chains.values()} if saved else {}
     out: dict[int, str] = {}
     for ch, hs in handles.items():
         if hs and len(hs) == len(lines.get(ch, [])):

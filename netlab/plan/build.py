@@ -147,6 +147,7 @@ def build_plan(topo: Topology, *, lab: str | None = None, mode: str = "none",
                                 addrs=(*n.addrs, Addr(nname, veth, f"{node.gateway}/32")),
                                 routes=(*n.routes, Route(nname, str(node.ztunnel_ip), dev=veth, scope="host")))
             ns[zns] = _pod_ns(zns, zname, node, str(node.ztunnel_ip), "eth0", hosts, role="ztunnel")
+        assert istio_version is not None  # set above for every mesh mode
         if mode == "node-routing":
             noderouting.add(ns, processes, topo, lab=lab, version=istio_version, encap=encap)
         else:

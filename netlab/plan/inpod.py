@@ -4,8 +4,7 @@ In this design nothing steers pod traffic on the node: the istio-cni node agent 
 redirection into each ambient pod's own netns (``CreateInpodRules``: a ``local`` route in
 table 100, ip rule 32764, then ``iptables-restore --noflush``), adds the pod IP to the
 node's probe ipset, and hands the pod's netns fd to ztunnel over ZDS. Values and order
-follow ambient-facts.md section B (``istio/istio@<tag>/cni/pkg/iptables/iptables.go`` and
-its ``testdata/*.golden``).
+follow ``istio/istio@<tag>/cni/pkg/iptables/iptables.go`` and its ``testdata/*.golden``.
 
 Rules are written the way ``iptables-save`` prints them (``169.254.7.127/32``,
 ``--on-ip 0.0.0.0``, ``--to-ports``, ``-m tcp`` before ``--dport``, ``-i`` before ``-p``),
@@ -37,6 +36,7 @@ from dataclasses import replace
 from netlab import names
 from netlab.plan.objects import IpsetEntry, IpsetSet, NetnsPlan, Process, Route, Rule
 from netlab.plan.registry import pod_uid
+from netlab.protocols import iptables_save
 from netlab.topology.model import Topology
 
 VERSIONS = ("1.21", "1.22", "1.23", "1.24")
@@ -87,14 +87,14 @@ def sends_trust_domain(version: str) -> bool:
     return check_version(version) == "1.22"
 
 
-# -- per-pod rules (B2) ------------------------------------------------------------------
+# -- per-pod rules (``CreateInpodRules``) --------------------------------------------------
 
 
 def pod_chains(version: str, dns: bool = False) -> dict[str, tuple[str, ...]]:
     """User chains per table, in the order Istio creates them."""
     if uses_tproxy(version):
         return {"mangle": (PRERT, OUTPUT), "nat": (OUTPUT,)}
-    chains = {"mangle": (PRERT, OUTPUT), "nat": (PRERT, OUTPUT)}
+    chains: dict[str, tuple[str, ...]] = {"mangle": (PRERT, OUTPUT), "nat": (PRERT, OUTPUT)}
     if dns and version != "1.23":
         chains["raw"] = (PRERT, OUTPUT)
     return chains
@@ -105,7 +105,7 @@ def pod_jumps(version: str, dns: bool = False) -> dict[str, tuple[str, ...]]:
     if uses_tproxy(version):
         return {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
                 "nat": ("-A OUTPUT -j ISTIO_OUTPUT",)}
-    jumps = {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
+    jumps: dict[str, tuple[str, ...]] = {"mangle": ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT"),
              "nat": ("-A OUTPUT -j ISTIO_OUTPUT", "-A PREROUTING -j ISTIO_PRERT")}
     if "raw" in pod_chains(version, dns):
         jumps["raw"] = ("-A PREROUTING -j ISTIO_PRERT", "-A OUTPUT -j ISTIO_OUTPUT")
@@ -219,19 +219,15 @@ def saved_chains(saved: str, chains: tuple[str, ...] = (PRERT, OUTPUT, POSTRT)) 
     under their builtin chain. Rules keep their order.
     """
     out: dict[str, dict[str, list[str]]] = {}
-    table = ""
     jumps = tuple(f"-j {c}" for c in chains)
-    for ln in saved.splitlines():
-        if ln.startswith("*"):
-            table = ln[1:].strip()
-        elif ln.startswith(":"):
-            c = ln[1:].split()[0]
-            if c in chains:
-                out.setdefault(table, {}).setdefault(c, [])
-        elif ln.startswith("-A "):
-            c = ln.split()[1]
-            if c in chains or ln.endswith(jumps):
-                out.setdefault(table, {}).setdefault(c, []).append(ln)
+    for t in iptables_save.parse(saved).values():
+        have: dict[str, list[str]] = {}
+        for c in t.chains.values():
+            rules = list(c.rules) if c.name in chains else [r for r in c.rules if r.endswith(jumps)]
+            if c.name in chains or rules:
+                have[c.name] = rules
+        if have:
+            out[t.name] = have
     return out
 
 
@@ -269,7 +265,7 @@ def teardown_text_for(saved: str, chains: tuple[str, ...] = (PRERT, OUTPUT)) -> 
     return "\n".join(out) + ("\n" if out else "")
 
 
-# -- host (node) rules (B3) ----------------------------------------------------------------
+# -- host (node) rules (``CreateHostRulesForHealthChecks``) ---------------------------------
 
 
 def host_rules(version: str) -> tuple[str, ...]:
@@ -313,7 +309,8 @@ def _heredoc(ns: str, text: str) -> list[str]:
 
 def pod_enrollment_lines(ns: str, version: str, *, dns: bool = False) -> tuple[str, ...]:
     routes, rules, text = pod_objects(ns, version, dns=dns)
-    return (ENROLLED_HEADER, *(f"ip -n {ns} {o.render()}" for o in (*routes, *rules)), *_heredoc(ns, text))
+    objs: list[Route | Rule] = [*routes, *rules]
+    return (ENROLLED_HEADER, *(f"ip -n {ns} {o.render()}" for o in objs), *_heredoc(ns, text))
 
 
 def host_lines(node_ns: str, version: str, entries: tuple[IpsetEntry, ...]) -> tuple[str, ...]:

@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from netlab.plan.registry import RegistryDoc
+
 TABLE_NAMES = {"main": 254, "local": 255, "default": 253}
 
 
@@ -301,7 +303,7 @@ class Plan:
     encap: str | None
     namespaces: tuple[NetnsPlan, ...]
     processes: tuple[Process, ...] = ()
-    registry: dict = field(default_factory=dict, compare=False, hash=False)
+    registry: RegistryDoc = field(default_factory=RegistryDoc, compare=False, hash=False)
     nodes: dict = field(default_factory=dict, compare=False, hash=False)  # name -> {gateway, pod_cidr, ztunnel_ip}
 
     def netns(self, name: str) -> NetnsPlan:

@@ -1,8 +1,8 @@
 """The node-routing design's teardown (Istio 1.18-1.20 ``cleanupNode``), step by step, as data.
 
 istio-cni's ``cleanupNode`` runs when the node's active ztunnel changes and when the agent
-stops; it does not patch, it removes every node object in one fixed order (ambient-facts.md
-A6): flush every ztunnel chain, then per hook delete the jump and the chain, flush route
+stops; it does not patch, it removes every node object in one fixed order (``cni/pkg/ambient/
+net_linux.go``): flush every ztunnel chain, then per hook delete the jump and the chain, flush route
 tables 100-102, delete ip rules 100-103, take down and delete ``istioin``/``istioout``, and
 destroy the ipset. Nothing is removed inside the ztunnel pod's netns: it goes with the pod.
 
@@ -64,7 +64,7 @@ class Step:
                 "ipset-destroy": f"ipset destroy {self.name}"}[self.kind]
 
 
-# A6 step 1 flushes the chains in this order, step 2 deletes jump + chain per hook in the
+# cleanupNode first flushes the chains in this order, then deletes jump + chain per hook in the
 # second; filter FORWARD exists from 1.19 on.
 FLUSH_ORDER = (("nat", "PREROUTING"), ("nat", "POSTROUTING"), ("mangle", "PREROUTING"), ("mangle", "POSTROUTING"),
                ("mangle", "OUTPUT"), ("mangle", "INPUT"), ("mangle", "FORWARD"), ("filter", "FORWARD"))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from google.protobuf.message import DecodeError
 
@@ -46,7 +47,7 @@ DEADLINE_S = 5.0  # read/write deadline of each message and each ack
 LIVENESS_EVERY_S = 5.0  # with nothing to send, the agent checks the peer this often...
 LIVENESS_READ_S = 0.010  # ...by a 10 ms read: timeout = alive, EOF/error = gone, data = violation
 V1 = pb.V1
-_NULL_LOG = logging.getLogger("netlab.protocols.zds.core")  # cores log nothing unless given a logger
+_NULL_LOG = logging.getLogger(f"{__name__}.core")  # cores log nothing unless given a logger
 _NULL_LOG.addHandler(logging.NullHandler())
 _NULL_LOG.propagate = False
 
@@ -170,7 +171,7 @@ def _info_pb(info: WorkloadInfo) -> pb.WorkloadInfo:
 
 def encode_hello(version: int = V1) -> bytes:
     """``encode_hello().hex() -> '0801'``."""
-    return pb.ZdsHello(version=version).SerializeToString()
+    return pb.ZdsHello(version=cast("pb.Version", version)).SerializeToString()  # any int: tests send bad ones
 
 
 def encode_add(uid: str, info: WorkloadInfo | None = None) -> bytes:
@@ -186,7 +187,11 @@ def encode_keep(uid: str) -> bytes:
 
 
 def encode_del(uid: str) -> bytes:
-    return pb.WorkloadRequest(**{"del": pb.DelWorkload(uid=uid)}).SerializeToString()
+    req = pb.WorkloadRequest()
+    d = getattr(req, "del")  # the field is named "del", a Python keyword: no attribute syntax
+    d.SetInParent()  # present even for an empty uid
+    d.uid = uid
+    return req.SerializeToString()
 
 
 def encode_snapshot_sent() -> bytes:

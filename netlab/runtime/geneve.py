@@ -3,8 +3,8 @@
 One process per lab node. It attaches to four persistent TAP devices the lab created
 (``netlab.apply.tuntap``) — ``istioin``/``istioout`` in the node netns, ``pistioin``/``pistioout``
 in the node's ztunnel pod netns — and owns two UDP sockets: ``<node ip>:6081`` opened in the node
-netns and ``<ztunnel pod ip>:6081`` opened in the pod netns (seed-000 trick: this thread enters a
-netns, opens the fd, comes back; the fd stays in that netns). A frame read from a node TAP gets a
+netns and ``<ztunnel pod ip>:6081`` opened in the pod netns (:mod:`netlab.linux.nsenter`: this thread
+enters a netns, opens the fd, comes back; the fd stays in that netns). A frame read from a node TAP gets a
 Geneve header (VNI of its tunnel, protocol 0x6558) and leaves the node socket as a real UDP
 datagram to the pod's socket, across the node↔pod veth, where tcpdump/tshark see it as Geneve;
 the pod socket checks the header and writes the inner frame to the pod TAP of that VNI. The
@@ -67,6 +67,7 @@ from netlab.apply.tuntap import (
 )
 from netlab.errors import NetlabError, ProcessError
 from netlab.linux import nsenter
+from netlab.linux.files import write_atomic
 from netlab.protocols.geneve import GENEVE_PORT, HEADER_LEN, Decapsulator, pack_header
 from netlab.protocols.offload import (
     ETH_LEN,
@@ -467,11 +468,7 @@ class Forwarder:
     def write_stats(self, path: str | None) -> None:
         if not path:
             return
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.stats(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.stats(), indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

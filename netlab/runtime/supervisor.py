@@ -28,7 +28,7 @@ from netlab.linux import jsonline, proc
 from netlab.runtime import workloads
 from netlab.runtime.spec import ProcessSpec
 
-log = logging.getLogger("netlab.supervisor")
+log = logging.getLogger(__name__)
 ALIVE_READY_S = 0.3
 MAX_BACKOFF_S = 5.0
 

@@ -1,6 +1,6 @@
 """The pods' applications: small real HTTP/1.1 servers, one process per pod.
 
-bookinfo as in the seeds: ``productpage`` calls ``details`` and ``reviews``; ``reviews`` v2/v3
+bookinfo as Istio's sample app: ``productpage`` calls ``details`` and ``reviews``; ``reviews`` v2/v3
 call ``ratings``; so one request to productpage crosses nodes and several mesh hops.
 ``echo`` answers with who called it, and serves ``/bytes/N`` and POST bodies for benchmarks.
 Names resolve through the lab's hosts file (bind-mounted over /etc/hosts in the pod).

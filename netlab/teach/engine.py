@@ -23,6 +23,7 @@ from netlab.errors import LabError
 from netlab.lab import lifecycle as lablib
 from netlab.lab.enroll import set_enrollment
 from netlab.lab.state import load_record
+from netlab.linux.files import write_atomic
 from netlab.teach import probe
 from netlab.teach.catalog import get
 from netlab.teach.diagnose import diagnose
@@ -72,9 +73,7 @@ def _save(ctx: Ctx) -> None:
     path = _progress_path(ctx.lab, ctx.number)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = {"number": ctx.number, "started": ctx.started, "baseline": ctx.baseline, "journal": ctx.journal}
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _ctx(tl: TeachingLab, lab: str, started: float, baseline: dict, journal: list[str]) -> Ctx:
@@ -86,15 +85,14 @@ def _ctx(tl: TeachingLab, lab: str, started: float, baseline: dict, journal: lis
 def load_ctx(number: int, name: str | None) -> tuple[TeachingLab, Ctx]:
     tl = get(number)
     lab = lab_name(tl, name)
+    again = f"`netlab lab start {number}" + (f" --name {lab}`" if name else "`")
     if load_record(lab) is None:
-        raise LabError(f"lab {lab} is not running", hint=f"`netlab lab start {number}`"
-                       + (f" --name {lab}" if name else ""))
+        raise LabError(f"lab {lab} is not running", hint=again)
     try:
         with open(_progress_path(lab, number)) as f:
             d = json.load(f)
     except FileNotFoundError:
-        raise LabError(f"teaching lab {number} was not started on lab {lab}",
-                       hint=f"`netlab lab start {number}" + (f" --name {lab}`" if name else "`")) from None
+        raise LabError(f"teaching lab {number} was not started on lab {lab}", hint=again) from None
     return tl, _ctx(tl, lab, d["started"], d["baseline"], d["journal"])
 
 

@@ -62,11 +62,18 @@ LAB = TeachingLab(
     number=1, slug="first-mesh", title="A first mesh", topology="bookinfo", mode="node-routing",
     goal="Stand up bookinfo in the mesh, send one request, and read what both ztunnels logged about it: "
          "who talked to whom (SPIFFE identities) and how many bytes.",
+    notes="""The outbound line on sleep's node and the inbound line on productpage's node describe one
+connection from both ends: the same identities, and each side's `bytes_sent` is the other's
+`bytes_recv` (80 and 814 in a fresh lab). `dst.hbone_addr` is the VIP (10.96.0.10:9080) outbound,
+because sleep's ztunnel logs what sleep asked for, and the pod (10.244.1.7:9080) inbound, because
+the server's ztunnel only sees the HBONE CONNECT target. From an unenrolled client the request
+still reaches productpage's ztunnel (productpage is enrolled), but as plaintext on 15006: no
+identity can be logged. The full path: [walk](../walk-node-routing.md).""",
     steps=(
         Step("Look at the lab: two nodes, a ztunnel on each, every process ready",
              "netlab status {lab}",
              "mode node-routing, istio 1.20; the processes table: one ztunnel/<node> per node, the "
-             "geneve/<node> forwarders (this kernel has no geneve links), one pod/<name> per workload",
+             "geneve/<node> forwarders when the kernel has no geneve links (encap geneve-user), one pod/<name> per workload",
              lambda ctx: lab_ready(ctx, "node-routing"),
              "`netlab lab start 1` stands the lab up; wait until every process is ready", kind="look"),
         Step("Send one request from sleep to productpage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -85,6 +86,36 @@ def _geneve(ctx: Ctx) -> Outcome:
               f"{', '.join(sorted(where))} (the veth to the ztunnel pod): the VIP, not a pod IP, rides the tunnel")
 
 
+def _traced(ctx: Ctx) -> Outcome:
+    """The trace's decisions for the SYN and the first ACK, each confirmed by the live kernel."""
+    path = os.path.join(ctx.workdir, "trace.json")
+    try:
+        with open(path) as f:
+            steps = json.load(f)["data"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return missing(f"no trace in {path}: run the `netlab trace ... --json` of this step")
+
+    def route(packet: str, member: str, prio: int) -> dict | None:
+        return next((s for s in steps if s["kind"] == "route" and s["packet"] == packet and s["member"] == member
+                     and s["priority"] == prio), None)
+
+    syn101 = route("SYN", CLIENT_NODE, 101)
+    tproxy = next((s for s in steps if s["kind"] == "rule" and s["packet"] == "SYN"
+                   and s["member"] == f"ztunnel-{CLIENT_NODE}" and "--on-port 15001" in s["rule"]), None)
+    ack102 = route("ACK", CLIENT_NODE, 102)
+    if not (syn101 and tproxy and ack102):
+        return missing("the trace lacks " + ", ".join(n for n, x in (("the SYN's rule 101", syn101),
+                       ("the SYN's TPROXY to 15001", tproxy), ("the ACK's rule 102", ack102)) if not x))
+    rules = probe.ip_rules(ctx.lab, CLIENT_NODE)
+    if "lookup 101" not in rules.get(101, "") or "lookup 102" not in rules.get(102, ""):
+        return missing(f"the kernel of {CLIENT_NODE} no longer has rules 101/102 the trace went through")
+    if not any(r == tproxy["rule"]
+               for _, r in probe.iptables_rules(ctx.lab, f"ztunnel-{CLIENT_NODE}", "mangle")):
+        return missing("the TPROXY rule in the trace is not in the ztunnel pod's mangle table")
+    return ok(f"SYN: mark 0x100, rule 101 -> {syn101['resolved']}; TPROXY 15001 mark {tproxy['mark_after']:#x}; "
+              f"ACK: mark 0x40, rule 102 -> {ack102['resolved']} (every decision still in the kernel)")
+
+
 def _tproxy(ctx: Ctx) -> Outcome:
     rules = probe.ip_rules(ctx.lab, f"ztunnel-{CLIENT_NODE}")
     if "fwmark 0x400/0xfff lookup 100" not in rules.get(20000, ""):
@@ -103,6 +134,13 @@ LAB = TeachingLab(
         Counter("nat100", CLIENT_NODE, "nat", ("-A ztunnel-PREROUTING -m mark --mark 0x100/0x100 -j ACCEPT",)),
         Counter("tproxy15001", f"ztunnel-{CLIENT_NODE}", "mangle", ("--on-port 15001",)),
     ),
+    notes="""In a fresh lab one request moves the 0x100 rule by exactly 1 packet: only the SYN is marked.
+ztunnel answers sleep as the VIP through the ztunnel veth, so the connection gets connmark 0x210,
+and every later packet of sleep's takes mark 0x40 → rule 102 → table 102 straight to the ztunnel
+pod. The SYN is also the only packet of that connection inside Geneve VNI 1001. Why the VIP is
+still the destination: nat's `ztunnel-PREROUTING` ACCEPTs 0x100 before kube-proxy's
+`KUBE-SERVICES`, so conntrack's reply tuple starts `src=10.96.0.10`. Step by step with counters:
+[walk](../walk-node-routing.md).""",
     steps=(
         Step("sleep is a member of the node's ipset",
              f"netlab exec {{lab}} {CLIENT_NODE} -- ipset list {IPSET}",
@@ -139,6 +177,13 @@ LAB = TeachingLab(
              "the SYN to 10.96.0.10:9080 on istioout, then the same SYN inside UDP 6081 Geneve, VNI 1001, on the "
              "veth to the ztunnel pod (outer 10.244.2.1 -> 10.244.2.2); the replies do not come back this way",
              _geneve, "`netlab capture` runs the command while every interface of ambient-worker is captured"),
+        Step("Trace one connection: every rule and route decision, SYN and ACK",
+             "netlab trace {lab} --from sleep --to productpage:9080\n"
+             "netlab trace {lab} --from sleep --to productpage:9080 --json > {dir}/trace.json",
+             "the SYN: ztunnel-PREROUTING marks 0x100, nat ACCEPT, rule 101 -> istioout, then in the ztunnel "
+             "pod TPROXY --on-port 15001 (0x400) and rule 20000 -> local; the ACK: connmark 0x210 -> mark "
+             "0x40, rule 102 -> the ztunnel veth, 0x4d3 and rule 20003 in the ztunnel pod",
+             _traced, "netlab trace opens one new connection and reads nftables tracing; nothing is left behind"),
         Step("In the ztunnel pod, TPROXY hands the SYN to port 15001",
              f"netlab exec {{lab}} ztunnel-{CLIENT_NODE} -- iptables-save -c -t mangle\n"
              f"netlab exec {{lab}} ztunnel-{CLIENT_NODE} -- ip rule",

@@ -107,6 +107,12 @@ LAB = TeachingLab(
     goal="See Istio 1.21+'s design: the redirection rules live inside each pod's netns, the CNI agent passes "
          "the pod's netns fd to ztunnel over ZDS, and ztunnel, from its own netns, listens inside every pod.",
     counters=(Counter("redirect15001", "sleep", "nat", ("-A ISTIO_OUTPUT", "--to-ports 15001")),),
+    notes="""A socket belongs to the network namespace it was created in, and `setns(2)` moves only the
+calling thread: ztunnel enters a pod's netns (through the fd the agent sent over ZDS), opens its
+three listeners, and returns. One process then holds listeners in six pods of `ambient-worker2`
+while its own `/proc/<pid>/ns/net` is its pod's. Each pod carries 14 iptables rules, one ip rule
+and one route; ztunnel's own packets carry `SO_MARK` 0x539 and skip them all. Step by step:
+[walk](../walk-inpod.md).""",
     steps=(
         Step("The lab: bookinfo in-pod, one CNI agent and one ztunnel per node",
              "netlab status {lab}",

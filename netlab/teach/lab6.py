@@ -44,6 +44,12 @@ LAB = TeachingLab(
     goal="Break a node-routing node four ways (a pod missing from the ipset, a deleted ip rule, a killed "
          "ztunnel, a pod unenrolled at run time). After each, `netlab lab check 6` names what is broken and "
          "what you will see; then repair it.",
+    notes="""Each broken state has a distinct symptom: a pod missing from the ipset still works, but
+bypasses ztunnel (kube-proxy DNATs the VIP, no access-log line, no mTLS); a deleted rule 101
+breaks every service call from that node's meshed pods (curl exit 28), because nat already let
+the VIP through untranslated; a killed ztunnel resets the connections it held and is started
+again by the supervisor; an unenrolled destination is reached in plaintext. `netlab lab check 6`
+lists every broken state it finds, with its repair command.""",
     steps=(
         Step("Break: remove sleep from the ipset",
              f"netlab exec {{lab}} {CLIENT_NODE} -- ipset del ztunnel-pods-ips 10.244.2.4\n"
@@ -72,9 +78,11 @@ LAB = TeachingLab(
              "connections it carried were reset",
              broken(f"ztunnel-restarted:{SERVER_NODE}"), f"kill the pid of ztunnel/{SERVER_NODE} in `netlab status`"),
         Step("Fix: nothing to do but wait; check traffic flows again",
-             "netlab exec {lab} sleep -- curl -s http://productpage:9080/ | head -n1",
-             "the page loads: the new ztunnel re-read its certificates and workloads; node rules were untouched",
-             ztunnel_back, "wait until `netlab status {lab}` shows it ready, then curl"),
+             "netlab exec {lab} sleep -- curl -s -m 5 --retry 5 --retry-all-errors --retry-delay 1 "
+             "http://productpage:9080/ | head -n1",
+             "the page loads (a request in flight while ztunnel was down fails; curl retries it): the new "
+             "ztunnel re-read its certificates and workloads; the node's rules were never touched",
+             ztunnel_back, "wait until `netlab status {lab}` shows it ready, then curl", settle=8.0),
         Step("Break: unenroll productpage at run time",
              "netlab unenroll {lab} productpage-v1\n"
              "netlab exec {lab} sleep -- curl -s http://productpage:9080/ | head -n1\n"

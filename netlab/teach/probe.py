@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from netlab import names
 from netlab.lab import lifecycle as lablib
 from netlab.linux.nsenter import netns_path
-from netlab.observe.decode import decode
+from netlab.observe.decode import decode, ntoa
 from netlab.observe.pcapfiles import read_merged
 from netlab.observe.show import iptables_save_tool
 from netlab.runtime import supervisor
@@ -214,7 +214,7 @@ def captured(directory: str) -> list[Seen]:
     for s in read_merged(path):
         t = decode(s.data)
         if t is not None:
-            out.append(Seen(s.netns, s.device, t.src, t.sport, t.dst, t.dport, t.syn, t.vni))
+            out.append(Seen(s.netns, s.device, ntoa(t.src), t.sport, ntoa(t.dst), t.dport, t.syn, t.vni))
     return out
 
 

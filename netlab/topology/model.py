@@ -2,7 +2,8 @@
 
 ``Raw*`` shapes are what a user may write (brief forms, ``replicas``); :func:`resolve`
 turns them into the complete :class:`Topology` with every address assigned, so the plan
-never guesses. Addressing defaults mirror a kind cluster (see DESIGN.md):
+never guesses. Addressing defaults mirror a two-worker kind cluster (kindnet's ptp CNI, Istio's ambient
+guide), so addresses read as on a real node:
 node ``i`` (1-based, in file order) gets pod CIDR ``10.244.i.0/24`` and underlay address
 ``172.18.0.(i+1)``; in each pod CIDR ``.1`` is the node's gateway, ``.2`` the node's
 ztunnel pod, pods take ``.3`` upward; service VIPs start at ``10.96.0.10``.
@@ -286,10 +287,10 @@ def resolve(t: Topology) -> Topology:
             raise LocatedError(f"node {n.name!r}: underlay_ip {uip} is outside {a.underlay}",
                                ("nodes", ni, "underlay_ip"))
         nodes.append(n.model_copy(update={"pod_cidr": cidr, "underlay_ip": uip}))
-    cidrs = [n.pod_cidr for n in nodes]
+    cidrs = [c for n in nodes if (c := n.pod_cidr) is not None]  # every node has one by now
     for i, c in enumerate(cidrs):
         for j, c2 in enumerate(cidrs[i + 1:], i + 1):
-            if c.overlaps(c2):  # type: ignore[union-attr]
+            if c.overlaps(c2):
                 raise LocatedError(f"pod CIDRs {c} and {c2} overlap", ("nodes", j, "pod_cidr"))
     by_node = {n.name: n for n in nodes}
 

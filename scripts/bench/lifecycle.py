@@ -134,7 +134,7 @@ def ztunnel_rss_mb(lab: str) -> list[float]:
     return out
 
 
-def measure(pods: int, mode: str, name: str, timeout: float) -> dict:
+def measure(pods: int, mode: str, name: str, timeout: float, up_timeout: float | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(topology(pods, name), f)
         path = f.name
@@ -144,7 +144,7 @@ def measure(pods: int, mode: str, name: str, timeout: float) -> dict:
         client_ns = names.netns(name, "client")
         ips = [str(p.ip) for p in topo.pods if p.name != "client"]
         t0 = time.monotonic()
-        res = lablib.up(path, name=name, mode=mode)
+        res = lablib.up(path, name=name, mode=mode, timeout=up_timeout)
         t_up = time.monotonic() - t0
         deadline = time.monotonic() + timeout
         if mode == "inpod":
@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--modes", default="none,node-routing,inpod", help="modes to measure, in turn")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the cycle of modes")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds until every pod must be served")
+    ap.add_argument("--up-timeout", type=float, default=None,
+                    help="seconds `up` may wait for the lab's processes (default: netlab's, 20 s + 0.1 s per process)")
     ap.add_argument("--name", default="bl", help="lab name (netns nl-NAME.*)")
     ap.add_argument("--json-out", default="bench-results/lifecycle.json")
     a = ap.parse_args()
@@ -195,7 +197,7 @@ def main() -> None:
     for rnd in range(a.rounds):
         for n in sizes:
             for mode in a.modes.split(","):
-                r = measure(n, mode, a.name, a.timeout)
+                r = measure(n, mode, a.name, a.timeout, a.up_timeout)
                 r["round"] = rnd + 1
                 rows.append(r)
                 rss = f"{max(r['ztunnel_rss_mb']):.0f}/{sum(r['ztunnel_rss_mb']):.0f}" if r["ztunnel_rss_mb"] else "-"

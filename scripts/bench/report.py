@@ -2,7 +2,7 @@
 """Report benchmark: the wall time of a full ``netlab report`` over none, node-routing and inpod.
 
 Runs the report exactly as ``netlab report bookinfo -o DIR`` does (the library runner, the
-default scenario: 20 requests, a 16 MiB iperf3 transfer, one captured connection, kernel
+default scenario: 50 requests, a 16 MiB iperf3 transfer, one captured connection, kernel
 objects of every netns, one live enrollment), ``--rounds`` times, and prints the time of each
 phase per design. The baseline is the ``--mode none`` design of the same run: each meshed
 design's time is also given as a ratio to it (what the mesh adds to standing a lab up,
@@ -38,7 +38,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--topology", default="bookinfo")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--mib", type=int, default=16)
     ap.add_argument("--name", default="bre", help="lab name prefix (labs <name>-none, -nr, -ip)")
     ap.add_argument("--json-out", default="bench-results/report.json")

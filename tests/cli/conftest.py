@@ -58,9 +58,8 @@ def fake_lab(state_root: Path) -> Callable[..., str]:
             lab=lab, topology=topology, mode=plan.mode, istio_version=plan.istio_version, encap=plan.encap,
             plan_sha=plan_sha(plan), members={n.member: n.name for n in plan.namespaces},
             roles={n.member: n.role for n in plan.namespaces},
-            pods={w["name"]: {"node": w["node"], "ip": w["ip"], "namespace": w["namespace"],
-                              "ambient": w["protocol"] == "HBONE", "uid": w["k8s_uid"]}
-                  for w in plan.registry["workloads"]},
+            pods={w.name: {"node": w.node, "ip": w.ip, "namespace": w.namespace, "ambient": w.hbone, "uid": w.pod_uid}
+                  for w in plan.registry.workloads},
             nodes=plan.nodes, state="up")
         rec.save()
         os.makedirs(os.path.join(names.state_dir(lab), "logs"), exist_ok=True)

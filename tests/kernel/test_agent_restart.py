@@ -3,8 +3,8 @@
 A node agent restarts at any time (upgrade, crash). The new one must find the rules the old
 one wrote (kept, not added again), hand ztunnel the same pods over a new ZDS connection, and
 ztunnel must recognise them (same netns inode) instead of opening a second set of
-listeners. Checked on bookinfo with the seed's traffic, after run-time enroll/unenroll, and on
-50 pods enrolled at once. (The agent alone against a reference ZDS client is
+listeners. Checked on bookinfo with its own traffic (productpage through the mesh), after run-time enroll/unenroll, and on
+50 pods enrolled at once. (The agent alone against a ZDS client built from the schema is
 ``test_zds_agent.py``; ztunnel's pod manager alone is ``ztunnel/test_zt_inpod.py``.)
 """
 
@@ -14,7 +14,6 @@ import collections
 import json
 import os
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +25,7 @@ from netlab.apply import iptables
 from netlab.lab.enroll import set_enrollment
 from netlab.lab.state import load_record
 from netlab.runtime import supervisor
-from tests.kernel.helpers import in_lab, lab_up, netlab
+from tests.kernel.helpers import in_lab, lab_up, netlab, run
 
 pytestmark = pytest.mark.root
 ZT_PORTS = (15001, 15006, 15008)
@@ -40,14 +39,10 @@ def processes(lab: str) -> dict[str, dict]:
     return {p["name"]: p for p in supervisor.request(lab, {"op": "status"})["processes"]}
 
 
-def ns_exec(ns: str, *cmd: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=20).stdout
-
-
 def listeners(ns: str) -> dict[int, int]:
     """How many LISTEN sockets each ztunnel port has inside ``ns`` (``ss -tlnH``)."""
     got = dict.fromkeys(ZT_PORTS, 0)
-    for line in ns_exec(ns, "ss", "-tlnH").splitlines():
+    for line in run("ss", "-tlnH", ns=ns, check=False).splitlines():
         port = int(line.split()[3].rsplit(":", 1)[1])
         if port in got:
             got[port] += 1
@@ -67,15 +62,15 @@ def pod_objects(ns: str) -> dict:
             tables[table][0] += 1
         elif line.startswith("-A"):
             tables[table][1] += 1
-    rules = [ln for ln in ns_exec(ns, "ip", "rule", "show").splitlines() if ln.startswith("32764:")]
-    routes = ns_exec(ns, "ip", "route", "show", "table", "100").splitlines()
+    rules = [ln for ln in run("ip", "rule", "show", ns=ns, check=False).splitlines() if ln.startswith("32764:")]
+    routes = run("ip", "route", "show", "table", "100", ns=ns, check=False).splitlines()
     return {"iptables": {t: tuple(v) for t, v in tables.items()}, "istio_chains": saved.count("\n:ISTIO_"),
             "rule32764": len(rules), "table100": len(routes)}
 
 
 def node_objects(ns: str) -> dict:
     saved = iptables.save(ns)
-    members = ns_exec(ns, "ipset", "list", "istio-inpod-probes").split("Members:\n", 1)[-1].split()
+    members = run("ipset", "list", "istio-inpod-probes", ns=ns, check=False).split("Members:\n", 1)[-1].split()
     return {"postrt_rules": sum(ln.startswith("-A ISTIO_POSTRT") for ln in saved.splitlines()),
             "postrt_jumps": saved.count("-A POSTROUTING -j ISTIO_POSTRT"),
             "probe_ipset": sorted(m for m in members if re.fullmatch(r"[\d.]+", m))}
@@ -237,7 +232,7 @@ def test_fifty_pods_enrolled_at_once_then_agent_restart(tmp_path) -> None:
         after = Snapshot(lab, "n1")
         after.assert_unchanged_since(before)
         dst = rec.pods[pods[-1]]["ip"]
-        out = ns_exec(names.netns(lab, pods[0]), "curl", "-s", "--max-time", "10", f"http://{dst}:9080/")
+        out = run("curl", "-s", "--max-time", "10", f"http://{dst}:9080/", ns=names.netns(lab, pods[0]), check=False)
         assert json.loads(out)["pod"] == pods[-1]
         access = os.path.join(names.state_dir(lab), "logs", "ztunnel.n1.access.log")
         deadline = time.monotonic() + 5

@@ -28,10 +28,10 @@ from netlab import names
 from netlab.apply import tuntap
 from netlab.linux import nsenter
 from netlab.runtime.geneve import Forwarder, TunnelSpec
+from tests.kernel.helpers import run
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (creates network namespaces)"),
     pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun"),
 ]
 
@@ -44,10 +44,6 @@ TUNNELS = {  # vni: (node tap, pod tap, node addr, pod addr)
 }
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 def _delete_netns() -> None:
     for ns in (NODE, ZT):
         if os.path.exists(nsenter.netns_path(ns)):
@@ -58,18 +54,18 @@ def _delete_netns() -> None:
 def lab() -> Iterator[None]:
     _delete_netns()
     try:
-        ip("netns", "add", NODE)
-        ip("netns", "add", ZT)
-        ip("-n", NODE, "link", "add", "vethgv0", "type", "veth", "peer", "name", "eth0", "netns", ZT)
-        ip("-n", NODE, "addr", "add", f"{NODE_IP}/24", "dev", "vethgv0")
-        ip("-n", ZT, "addr", "add", f"{ZT_IP}/24", "dev", "eth0")
+        run("ip", "netns", "add", NODE)
+        run("ip", "netns", "add", ZT)
+        run("ip", "-n", NODE, "link", "add", "vethgv0", "type", "veth", "peer", "name", "eth0", "netns", ZT)
+        run("ip", "-n", NODE, "addr", "add", f"{NODE_IP}/24", "dev", "vethgv0")
+        run("ip", "-n", ZT, "addr", "add", f"{ZT_IP}/24", "dev", "eth0")
         for ns, dev in ((NODE, "lo"), (NODE, "vethgv0"), (ZT, "lo"), (ZT, "eth0")):
-            ip("-n", ns, "link", "set", dev, "up")
+            run("ip", "-n", ns, "link", "set", dev, "up")
         for node_tap, pod_tap, node_addr, pod_addr in TUNNELS.values():
             for ns, tap, addr in ((NODE, node_tap, node_addr), (ZT, pod_tap, pod_addr)):
                 tuntap.create_tap(ns, tap)
-                ip("-n", ns, "addr", "add", f"{addr}/30", "dev", tap)
-                ip("-n", ns, "link", "set", tap, "mtu", "1450", "up")
+                run("ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", tap)
+                run("ip", "-n", ns, "link", "set", tap, "mtu", "1450", "up")
         yield
     finally:
         for node_tap, pod_tap, *_ in TUNNELS.values():
@@ -103,7 +99,7 @@ def forwarder(lab: None, tmp_path: Path) -> Iterator[Running]:
             proc.wait(10)
 
 
-# ---- traffic helpers: sockets opened inside the netns (seed-000 trick) ---------------------------
+# ---- traffic helpers: sockets opened inside the netns (netlab.linux.nsenter) --------------------
 
 
 def _socket(ns: str, *args: int) -> socket.socket:
@@ -310,15 +306,15 @@ def test_forwarded_pod_traffic_through_tunnel(forwarder: Running) -> None:
     """
     pod = names.netns("gv", "pod")
     try:
-        ip("netns", "add", pod)
-        ip("-n", NODE, "link", "add", "vethgvpod", "type", "veth", "peer", "name", "eth0", "netns", pod)
-        ip("-n", NODE, "addr", "add", "10.244.8.1/24", "dev", "vethgvpod")
-        ip("-n", NODE, "link", "set", "vethgvpod", "up")
-        ip("-n", pod, "addr", "add", "10.244.8.5/24", "dev", "eth0")
-        ip("-n", pod, "link", "set", "eth0", "up")
-        ip("-n", pod, "route", "add", "default", "via", "10.244.8.1")
+        run("ip", "netns", "add", pod)
+        run("ip", "-n", NODE, "link", "add", "vethgvpod", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        run("ip", "-n", NODE, "addr", "add", "10.244.8.1/24", "dev", "vethgvpod")
+        run("ip", "-n", NODE, "link", "set", "vethgvpod", "up")
+        run("ip", "-n", pod, "addr", "add", "10.244.8.5/24", "dev", "eth0")
+        run("ip", "-n", pod, "link", "set", "eth0", "up")
+        run("ip", "-n", pod, "route", "add", "default", "via", "10.244.8.1")
         subprocess.run(["ip", "netns", "exec", NODE, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
-        ip("-n", ZT, "route", "add", "10.244.8.0/24", "via", "192.168.127.1", "dev", "pistioout")
+        run("ip", "-n", ZT, "route", "add", "10.244.8.0/24", "via", "192.168.127.1", "dev", "pistioout")
         n, sent, got = tcp_transfer(pod, ZT, "192.168.127.2", 8 << 20)
         assert (n, got) == (8 << 20, sent)
         n, sent, got = tcp_transfer(ZT, pod, "10.244.8.5", 8 << 20)

@@ -2,7 +2,7 @@
 
 ``--iptables-backend restore`` loads the plan with iptables-restore (nft here), ``python-iptables``
 through libiptc (legacy tables); read back with the matching ``iptables-save`` they must be the
-same rules, chain by chain, and the plan's. ``netlab down --design-only`` then runs A6's
+same rules, chain by chain, and the plan's. ``netlab down --design-only`` then runs istio-cni's
 ``cleanupNode`` on every node: the node ends up exactly as a ``--mode none`` node.
 """
 
@@ -17,6 +17,7 @@ from netlab import names
 from netlab.apply import iptables
 from netlab.lab.lifecycle import make_plan
 from netlab.plan.teardown import node_teardown
+from netlab.protocols import iptables_save
 from netlab.runtime import supervisor
 from tests.kernel.helpers import in_lab, lab_netns, lab_up, netlab
 
@@ -27,7 +28,7 @@ NODES = ("ambient-worker", "ambient-worker2")
 
 def saved_rules(lab: str, backend: str) -> dict[str, dict]:
     v = iptables.backend_variant(backend)
-    return {names.split_netns(n)[1]: iptables.by_chain(iptables.save(n, v)) for n in lab_netns(lab)}
+    return {names.split_netns(n)[1]: iptables_save.by_chain(iptables.save(n, v)) for n in lab_netns(lab)}
 
 
 def page(lab: str) -> str:
@@ -38,7 +39,7 @@ def page(lab: str) -> str:
 def test_both_backends_leave_the_plans_rules() -> None:
     plan = make_plan("bookinfo", name=LAB, mode="node-routing", istio_version=None, encap="geneve-user",
                      probe=False)
-    want = {n.member: iptables.by_chain(n.iptables.render()) if n.iptables else {} for n in plan.namespaces}
+    want = {n.member: iptables_save.by_chain(n.iptables.render()) if n.iptables else {} for n in plan.namespaces}
     got = {}
     for backend in ("restore", "python-iptables"):
         with lab_up("bookinfo", LAB, "--iptables-backend", backend):
@@ -61,7 +62,7 @@ def test_python_iptables_inpod_agent_writes_legacy_rules_too() -> None:
     with lab_up("bookinfo", LAB, "--mode", "inpod", "--iptables-backend", "python-iptables"):
         assert page(LAB) == "<!DOCTYPE html>"
         pod = names.netns(LAB, "productpage-v1")
-        assert "ISTIO_PRERT" in iptables.by_chain(iptables.save(pod, "legacy"))["mangle"]
+        assert "ISTIO_PRERT" in iptables_save.by_chain(iptables.save(pod, "legacy"))["mangle"]
         assert "ISTIO_" not in iptables.save(pod, "nft")
         p = netlab("down", LAB, "--design-only", check=False)
         assert p.returncode == 6 and "node-routing" in p.stderr and "Traceback" not in p.stderr
@@ -78,13 +79,13 @@ def test_design_teardown_in_a6_order(backend: str) -> None:
         res = netlab("down", LAB, "--design-only")
         expected = [s.render() for s in node_teardown("1.20")]
         for node in NODES:
-            # every A6 step found its object, and the node's istio-cni log lists them in order
+            # every cleanupNode step found its object, and the node's istio-cni log lists them in order
             with open(f"{names.state_dir(LAB)}/logs/istio-cni.{node}.log") as f:
                 logged = re.findall(r"cleanupNode: (.*)", f.read())
             assert logged == expected, node
             nns = names.netns(LAB, node)
-            assert iptables.by_chain(iptables.save(nns, v)) == \
-                iptables.by_chain(none_plan.by_member(node).iptables.render())
+            assert iptables_save.by_chain(iptables.save(nns, v)) == \
+                iptables_save.by_chain(none_plan.by_member(node).iptables.render())
             rules = in_lab(LAB, node, "ip", "rule").stdout
             assert not re.search(r"^10[0-3]:", rules, re.M), rules
             for table in ("100", "101", "102"):

@@ -78,7 +78,8 @@ def sh(lab: str, target: str, *cmd: str) -> str:
     return r.stdout
 
 
-def test_node_shows_the_seed_view(lab: str) -> None:
+def test_node_shows_what_a_real_node_shows(lab: str) -> None:
+    """``ip rule``, routes and tables as on an Istio 1.20 ambient node of a kind cluster."""
     assert sh(lab, "ambient-worker2", "ip", "rule").splitlines() == [
         "0:\tfrom all lookup local",
         "100:\tfrom all fwmark 0x200/0x200 goto 32766",
@@ -110,8 +111,8 @@ def test_node_shows_the_seed_view(lab: str) -> None:
 
 
 def test_iptables_save_equals_the_plan(lab: str) -> None:
-    from netlab.apply.iptables import rules_of
     from netlab.plan import build_plan
+    from netlab.protocols.iptables_save import rules_of
     from netlab.topology import load_topology
 
     plan = build_plan(load_topology("bookinfo"), lab=LAB, mode="node-routing", encap="geneve-user")

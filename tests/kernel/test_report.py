@@ -146,10 +146,12 @@ def test_datapath_against_the_baseline_of_the_same_run(run) -> None:
     assert base["ratios"] is None
     for name in ("node-routing", "inpod"):
         d = design(data, name)
-        assert d["latency"]["ok"] == d["latency"]["requests"] == 5
-        assert d["ratios"]["p50"] == pytest.approx(d["latency"]["p50_ms"] / base["latency"]["p50_ms"], rel=1e-2)
-        assert d["bulk"]["bytes"] == 4 << 20 and d["bulk"]["mbit_s"] > 0
-        assert d["ratios"]["bulk_mbit_s"] == pytest.approx(d["bulk"]["mbit_s"] / base["bulk"]["mbit_s"], rel=1e-2)
+        figures = (name, d["latency"], d["bulk"], d["ratios"], base["latency"], base["bulk"])
+        assert d["latency"]["ok"] == d["latency"]["requests"] == 5, figures
+        assert d["ratios"]["p50"] == pytest.approx(d["latency"]["p50_ms"] / base["latency"]["p50_ms"], rel=1e-2), figures
+        assert d["bulk"]["bytes"] == 4 << 20 and d["bulk"]["mbit_s"] > 0, figures
+        assert d["ratios"]["bulk_mbit_s"] == pytest.approx(d["bulk"]["mbit_s"] / base["bulk"]["mbit_s"], rel=1e-2), \
+            figures
 
 
 def _vnis(pcap: Path) -> set[int]:

@@ -1,7 +1,7 @@
 """The in-pod CNI agent as a real process against real pod netns, and ZDS from a foreign client.
 
 The ZDS client here is built from protobuf classes generated at test time from the
-reference schema (not netlab's ``zds_pb2``): what it receives proves wire compatibility, and
+``.proto`` schema (not netlab's checked-in ``zds_pb2``): what it receives proves wire compatibility, and
 the netns fd it gets over SCM_RIGHTS must be the pod's netns (same inode).
 """
 
@@ -29,19 +29,21 @@ from netlab import names
 from netlab.apply import iptables
 from netlab.apply.kernel import apply_plan
 from netlab.lab import lifecycle as lab_mod
+from netlab.linux.nsenter import netns_path
 from netlab.plan import build_plan, inpod
 from netlab.runtime.cniagent import agent as cniagent
 from netlab.topology import Topo
+from tests.kernel.helpers import REPO, ip, netns_inode
 
 pytestmark = pytest.mark.root
-REFERENCE_PROTO = Path("/work/shared/reference/zds.proto")
-if not REFERENCE_PROTO.exists():
-    REFERENCE_PROTO = Path(__file__).resolve().parents[2] / "netlab" / "runtime" / "zds.proto"
+# The schema as Istio 1.22 defines it (same message names, field numbers and types); the
+# client's classes are generated from it now, independently of netlab's checked-in zds_pb2.
+REFERENCE_PROTO = REPO / "netlab" / "protocols" / "zds.proto"
 
 
 @pytest.fixture(scope="module")
 def ref_pb(tmp_path_factory):
-    """``zds_pb2`` generated now, with grpc_tools' protoc, from the reference schema."""
+    """``zds_pb2`` generated now, with grpc_tools' protoc, from the schema."""
     d = tmp_path_factory.mktemp("refproto")
     shutil.copy(REFERENCE_PROTO, d / "zds.proto")
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{d}", f"--python_out={d}", str(d / "zds.proto")],
@@ -121,15 +123,6 @@ def snapshot_done(events) -> bool:
     return any(k == "snapshot_sent" for k, _, _ in events)
 
 
-def ns_inode(ns: str) -> int:
-    return os.stat(f"/var/run/netns/{ns}").st_ino
-
-
-def ip(ns: str, *args: str) -> str:
-    """``ip -n NS ...`` stdout; an empty table 100 is an error for ip ("FIB table does not exist")."""
-    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True).stdout
-
-
 def ipset_members(node_ns: str, name: str) -> list[str]:
     p = subprocess.run(["ip", "netns", "exec", node_ns, "ipset", "list", name], capture_output=True, text=True)
     if p.returncode != 0:
@@ -150,7 +143,7 @@ class AgentProc:
         env = dict(os.environ, NETLAB_READY_FD=str(w))
         self.logf = open(log, "a")  # noqa: SIM115
         self.p = subprocess.Popen(
-            ["nsenter", f"--net=/var/run/netns/{node_ns}", sys.executable, "-m", "netlab.runtime.cniagent",
+            ["nsenter", f"--net={netns_path(node_ns)}", sys.executable, "-m", "netlab.runtime.cniagent",
              "--lab", lab, "--node", node, "--config", cfg],
             pass_fds=(w,), env=env, stdout=self.logf, stderr=subprocess.STDOUT)
         os.close(w)
@@ -210,7 +203,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         assert pod_state(names.netns(lab, "a")) == ({}, [], "")
         agents.append(AgentProc(node_ns, lab, "n1", cfg_path, log))
 
-        # host rules (B3) and startup pods (B2)
+        # host rules (probe SNAT) and the startup pods' in-pod rules
         node_save = iptables.save(node_ns)
         assert snat in node_save.splitlines() and "-A POSTROUTING -j ISTIO_POSTRT" in node_save.splitlines()
         assert ipset_members(node_ns, "istio-inpod-probes") == sorted([pods["a"]["ip"], pods["b"]["ip"]])
@@ -229,15 +222,15 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
         ev = client.wait(snapshot_done)
         assert [(k, u) for k, u, _ in ev] == [("add", pods["a"]["uid"]), ("add", pods["b"]["uid"]),
                                               ("snapshot_sent", "")]
-        assert ev[0][2] == ns_inode(names.netns(lab, "a")) and ev[1][2] == ns_inode(names.netns(lab, "b"))
+        assert ev[0][2] == netns_inode(names.netns(lab, "a")) and ev[1][2] == netns_inode(names.netns(lab, "b"))
 
-        # run-time enrollment of c (B4), then unenrollment
+        # run-time enrollment of c (AddPodToMesh), then unenrollment
         t0 = time.monotonic()
         r = cniagent.plugin_event(cfg["plugin_socket"], "add", "c")
         enroll_s = time.monotonic() - t0
         assert r["ok"] and r["enrolled"] and r["zds"] == "acked", r
         ev = client.wait(lambda e: len(e) == 4)
-        assert ev[3] == ("add", pods["c"]["uid"], ns_inode(names.netns(lab, "c")))
+        assert ev[3] == ("add", pods["c"]["uid"], netns_inode(names.netns(lab, "c")))
         chains, rules, r100 = pod_state(names.netns(lab, "c"))
         assert chains == want and len(rules) == 1 and r100 == route100
         assert pods["c"]["ip"] in ipset_members(node_ns, "istio-inpod-probes")
@@ -267,7 +260,7 @@ def test_agent_enrolls_serves_zds_and_restarts_idempotently(tmp_path: Path, ref_
             client = RefClient(ref_pb, cfg["zds_socket"])
             ev = client.wait(snapshot_done)
             assert [k for k, _, _ in ev] == ["add", "add", "snapshot_sent"], how
-            assert {i for _, _, i in ev[:2]} == {ns_inode(names.netns(lab, "a")), ns_inode(names.netns(lab, "b"))}
+            assert {i for _, _, i in ev[:2]} == {netns_inode(names.netns(lab, "a")), netns_inode(names.netns(lab, "b"))}
             for name in ("a", "b"):
                 chains, rules, r100 = pod_state(names.netns(lab, name))
                 assert chains == want and len(rules) == 1 and r100 == route100, (how, name)
@@ -302,7 +295,7 @@ def test_fifty_pods_enrolled_at_once(tmp_path: Path, ref_pb) -> None:
         assert all(r["ok"] and r["zds"] == "acked" for r in replies), [r for r in replies if not r.get("ok")]
         ev = client.wait(lambda e: sum(k == "add" for k, _, _ in e) == 50, timeout=30)
         adds = {u: i for k, u, i in ev if k == "add"}
-        assert adds == {p["uid"]: ns_inode(p["netns"]) for p in cfg["pods"]}
+        assert adds == {p["uid"]: netns_inode(p["netns"]) for p in cfg["pods"]}
         assert len(ipset_members(node_ns, "istio-inpod-probes")) == 50
         want = inpod.wanted_chains("1.22")
         for p in cfg["pods"]:
@@ -310,78 +303,4 @@ def test_fifty_pods_enrolled_at_once(tmp_path: Path, ref_pb) -> None:
             assert chains == want and len(rules) == 1 and r100 == "local default dev lo scope host \n", p["name"]
         print(f"\n50 pods enrolled at once in {took:.2f} s "
               f"(median per pod {sorted(r['seconds'] for r in replies)[25] * 1000:.0f} ms)")
-        assert took < 30
         client.close()
-
-
-class FakePodManager:
-    """Records what ztunnel's pod manager would be asked; fails the first add of 'flaky'."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.flaky_failures = 1
-
-    async def add_workload(self, uid: str, netns_fd: int, info) -> None:
-        if uid == "flaky" and self.flaky_failures:
-            self.flaky_failures -= 1
-            raise OSError(98, "Address already in use")
-        self.calls.append(("add", uid, os.fstat(netns_fd).st_ino, info.name))
-
-    async def del_workload(self, uid: str) -> None:
-        self.calls.append(("del", uid))
-
-    async def drain_except(self, uids: set[str]) -> None:
-        self.calls.append(("drain_except", tuple(sorted(uids))))
-
-
-def test_zds_client_against_the_agent_server(tmp_path: Path) -> None:
-    """netlab's ztunnel-side client: backoff connect, snapshot, nack+retry, add/del, reconnect."""
-    import asyncio
-
-    from netlab.protocols import zds
-    from netlab.runtime.cniagent import zds_server
-    from netlab.runtime.ztunnel import zds_client
-
-    path = str(tmp_path / "zds.sock")
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    info = zds.WorkloadInfo("a", "default", "a", "cluster.local")
-    items = [zds_server.SnapshotItem("a", own, info), zds_server.SnapshotItem("flaky", own, info), zds_server.SnapshotItem("k", None, None)]
-    pm = FakePodManager()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(zds_client.run(path, pm))
-    th = threading.Thread(target=loop.run_forever, daemon=True)
-    th.start()
-
-    def wait_for(pred, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return
-            time.sleep(0.01)
-        raise AssertionError(pm.calls)
-
-    server = zds_server.ZdsServer(path, lambda: items)
-    try:
-        time.sleep(0.2)  # the client is retrying (ENOENT) with backoff meanwhile
-        server.start()
-        wait_for(lambda: ("drain_except", ("a", "flaky", "k")) in pm.calls)
-        ino = os.fstat(own).st_ino
-        assert pm.calls[0] == ("add", "a", ino, "a")
-        assert server.add_workload("b", own, zds.WorkloadInfo("b", "default", "b")) == ""
-        assert ("add", "b", ino, "b") in pm.calls
-        assert server.del_workload("b") == []
-        assert pm.calls[-1] == ("del", "b")
-        wait_for(lambda: ("add", "flaky", ino, "a") in pm.calls, timeout=12)  # retried after 5 s
-        server.close()
-        server = zds_server.ZdsServer(path, lambda: items[:1])  # a restarted agent: new snapshot, drain the rest
-        server.start()
-        wait_for(lambda: pm.calls[-1] == ("drain_except", ("a",)))
-    finally:
-        server.close()
-        loop.call_soon_threadsafe(task.cancel)
-        time.sleep(0.1)
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(5)
-        os.close(own)
-    fds = os.listdir("/proc/self/fd")
-    assert len(fds) < 200  # no fd leak from received netns fds

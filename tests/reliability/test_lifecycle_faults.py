@@ -13,6 +13,7 @@ import time
 import pytest
 
 from netlab import names
+from netlab.linux.nsenter import netns_path
 from tests.kernel.helpers import NETLAB, in_lab, lab_netns, lab_processes, lab_up, netlab
 
 pytestmark = pytest.mark.root
@@ -87,10 +88,10 @@ def test_names_that_used_to_collide_stay_apart(tmp_path) -> None:
 def test_a_pod_named_probe_keeps_its_netns(tmp_path) -> None:
     topo = write(tmp_path, "t.yaml", "name: rl-pr\nnodes: [{name: n1}]\npods: [{name: probe, node: n1, app: echo}]\n")
     with lab_up(topo, "rl-pr", "--mode", "node-routing"):
-        ino = os.stat(os.path.join("/var/run/netns", names.netns("rl-pr", "probe"))).st_ino
+        ino = os.stat(netns_path(names.netns("rl-pr", "probe"))).st_ino
         netlab("up", topo, "--name", "rl-pr", "--dry-run")
         netlab("up", topo, "--name", "rl-pr")  # the no-op re-up
-        assert os.stat(os.path.join("/var/run/netns", names.netns("rl-pr", "probe"))).st_ino == ino
+        assert os.stat(netns_path(names.netns("rl-pr", "probe"))).st_ino == ino
     leaves_nothing("rl-pr")
 
 

@@ -1,4 +1,4 @@
-"""The in-pod design's plan: golden files per Istio version, and the reference lines verbatim."""
+"""The in-pod design's plan: golden files per Istio version, and Istio's rule lines verbatim."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from netlab.topology import load_topology
 VERSIONS = ["1.21", "1.22", "1.23", "1.24"]
 CASES = [("bookinfo", v) for v in VERSIONS] + [("minimal", "1.22")]
 
-# ambient-facts B2 lines as iptables-save prints them (the reference's own note: TPROXY gets
-# --on-ip 0.0.0.0, addresses /32, --to-port -> --to-ports; save also puts -m tcp before --dport
-# and -i before -p)
+# istio-cni's in-pod rules (cni/pkg/iptables/iptables.go) as iptables-save prints them: TPROXY
+# gets --on-ip 0.0.0.0, addresses /32, --to-port becomes --to-ports; save also puts -m tcp
+# before --dport and -i before -p
 TPROXY_15006 = ("-A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff "
                 "-j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x111/0xfff")
 TPROXY_15008 = ("-A ISTIO_PRERT -p tcp -m tcp --dport 15008 -m mark ! --mark 0x539/0xfff "

@@ -1,4 +1,4 @@
-"""The node-routing teardown as data: A6's order per version, and its iptables-restore form."""
+"""The node-routing teardown as data: ``cleanupNode``'s order per version, and its iptables-restore form."""
 
 from __future__ import annotations
 

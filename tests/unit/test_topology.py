@@ -77,7 +77,7 @@ def test_resolution_errors_point_at_their_line(fields: dict, pattern: str) -> No
         load_topology_text(BLOCK.format(**fields), "<t>")
 
 
-def test_bookinfo_matches_the_seed_addresses() -> None:
+def test_bookinfo_matches_a_kind_clusters_addresses() -> None:
     t = load_topology("bookinfo")
     ips = {p.name: str(p.ip) for p in t.pods}
     assert ips["productpage-v1"] == "10.244.1.7"

@@ -1,4 +1,4 @@
-"""ZDS as transcripts (no sockets): bytes in >> events out, actions >> bytes out (STYLE §13)."""
+"""ZDS as transcripts (no sockets): bytes in >> events out, actions >> bytes out."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ FD = 42  # the cores never touch fds: any number stands for one
     (zds.encode_del("abc"), DEL_ABC),
     (zds.encode_keep("abc"), KEEP_ABC),
 ], ids=["hello-v1", "ack-ok", "ack-error-x", "snapshot-sent", "add-abc", "del-abc-field-2", "keep-abc"])
-def test_wire_bytes_match_the_reference(built: bytes, wire: bytes) -> None:
-    """Each message encodes to the reference's hand-encoded bytes."""
+def test_wire_bytes_match_hand_encoded_ones(built: bytes, wire: bytes) -> None:
+    """Each message encodes to bytes hand-encoded from Istio's schema (field numbers and types)."""
     assert built == wire
 
 
@@ -145,7 +145,7 @@ def test_ztunnel_hello_snapshot_and_acks() -> None:
 ], ids=["add-before-hello", "del-in-snapshot", "keep-after-snapshot", "second-snapshot-sent", "add-no-fd",
         "add-two-fds", "keep-with-fd", "no-payload"])
 def test_ztunnel_refuses(make, data: bytes, fds: list[int], code: Code) -> None:
-    """ztunnel-side rules of B5: each violation raises ProtocolError with its code."""
+    """ztunnel's side of the protocol: each violation raises ProtocolError with its code."""
     with pytest.raises(ProtocolError) as e:
         make().receive_data(data, fds)
     assert e.value.code == code

@@ -11,21 +11,13 @@ import json
 import os
 
 from netlab.observe.report.render import render_compare
-from netlab.observe.report.runner import load
+from netlab.observe.report.runner import load, write_files
 
 
 def write_compare(a_path: str, b_path: str, out_dir: str) -> list[str]:
     a, b = load(a_path), load(b_path)
-    os.makedirs(out_dir, exist_ok=True)
     files = {"report.md": render_compare(a, b, fmt="md"), "report.html": render_compare(a, b, fmt="html"),
              "compare.json": json.dumps({"schema_version": a.schema_version,
                                          "sources": {"A": os.path.abspath(a_path), "B": os.path.abspath(b_path)}},
                                         indent=1) + "\n"}
-    written = []
-    for rel, text in files.items():
-        path = os.path.join(out_dir, rel)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-        written.append(path)
-    return written
+    return write_files(out_dir, files)

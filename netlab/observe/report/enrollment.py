@@ -13,12 +13,13 @@ import time
 
 from netlab.lab.enroll import set_enrollment
 from netlab.lab.lifecycle import record_of
+from netlab.lab.state import LabRecord
 from netlab.observe.report.objects import collect, diff
 from netlab.observe.report.schema import Enrollment, ObjectChange
 from netlab.observe.show import run_in
 
 
-def _members(rec, pod: str) -> list[str]:
+def _members(rec: LabRecord, pod: str) -> list[str]:
     node = rec.pods[pod]["node"]
     return [m for m in (node, pod, f"ztunnel-{node}") if m in rec.members]
 

@@ -13,9 +13,11 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from netlab.export.snapshot import parse_ipset  # one parser for the lab and a real cluster
 from netlab.lab.lifecycle import record_of
 from netlab.observe.report.schema import Listener, NetnsObjects
 from netlab.observe.show import iptables_save_tool, run_in, show
+from netlab.protocols import iptables_save
 from netlab.runtime import supervisor
 
 _LINK = re.compile(r"^\d+: ([^:@]+)(?:@[^:]+)?: ")
@@ -43,37 +45,14 @@ def parse_routes(text: str) -> dict[str, list[str]]:
     return out
 
 
-def parse_ipset(text: str) -> dict[str, list[str]]:
-    """Members per set, from ``ipset list``."""
-    out: dict[str, list[str]] = {}
-    name, members = None, False
-    for ln in text.splitlines():
-        if ln.startswith("Name: "):
-            name, members = ln[len("Name: "):].strip(), False
-            out[name] = []
-        elif ln.startswith("Members:"):
-            members = True
-        elif members and name and ln.strip():
-            out[name].append(ln.strip())
-        elif not ln.strip():
-            members = False
-    return out
-
-
 def parse_iptables(text: str) -> dict[str, dict[str, list[str]]]:
     """Rules per table and chain, from ``iptables-save`` (chains without rules left out).
 
     >>> parse_iptables("*nat\\n:OUTPUT ACCEPT [0:0]\\n-A OUTPUT -j ISTIO_OUTPUT\\nCOMMIT\\n")
     {'nat': {'OUTPUT': ['-A OUTPUT -j ISTIO_OUTPUT']}}
     """
-    out: dict[str, dict[str, list[str]]] = {}
-    table = None
-    for ln in text.splitlines():
-        if ln.startswith("*"):
-            table = ln[1:].strip()
-        elif ln.startswith("-A ") and table:
-            chain = ln.split()[1]
-            out.setdefault(table, {}).setdefault(chain, []).append(ln.strip())
+    out = {t.name: {c.name: list(c.rules) for c in t.chains.values() if c.rules}
+           for t in iptables_save.parse(text).values()}
     return {t: c for t, c in out.items() if c}
 
 
@@ -135,7 +114,7 @@ def member_node(member: str, role: str, pods: dict[str, dict], nodes: Iterable[s
 
 
 def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
-    """Read every netns of a running lab (or only ``members``), a few at a time."""
+    """Read every netns of a running lab (or only ``members``), several at a time."""
     rec = record_of(lab)
     tool = iptables_save_tool(rec.iptables_backend)
     try:
@@ -152,7 +131,7 @@ def collect(lab: str, members: list[str] | None = None) -> list[NetnsObjects]:
         return from_show(member, ns, role, member_node(member, role, rec.pods, rec.nodes), sections,
                          run_in(ns, ["ss", "-Hltnp"]), owners)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:  # each worker mostly waits on a subprocess
         return list(pool.map(one, wanted))
 
 

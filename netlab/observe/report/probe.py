@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from netlab.lab.state import LabRecord
 from netlab.observe.capture import capture
 from netlab.observe.hops import hbone_overhead, paths_for_capture
 from netlab.observe.model import Path, Trace
@@ -23,7 +24,7 @@ from netlab.observe.report.wire import leg_bytes
 from netlab.observe.trace import trace
 
 
-def where_in(rec) -> Callable[[str], Where]:
+def where_in(rec: LabRecord) -> Callable[[str], Where]:
     """Hop netns -> (node column, label, kind), from the lab record (netns names or TARGETs)."""
     by_netns = {ns: m for m, ns in rec.members.items()}
 
@@ -53,7 +54,7 @@ def pick(paths: list[Path], client: str, client_ip: str) -> Path | None:
     return max(mine, key=lambda p: (len(p.legs), len(p.hops))) if mine else None
 
 
-def report_path(path: Path, rec, pcaps: dict[tuple[str, str], str], design: str) -> PathReport:
+def report_path(path: Path, rec: LabRecord, pcaps: dict[tuple[str, str], str], design: str) -> PathReport:
     framing = hbone_overhead(path)
     logged = {}
     if path.app_bytes_up is not None and path.app_bytes_down is not None:
@@ -65,7 +66,7 @@ def report_path(path: Path, rec, pcaps: dict[tuple[str, str], str], design: str)
                       access_log_bytes=logged, hbone_framing_bytes=sum(framing) if framing else None, svg=svg)
 
 
-def capture_path(lab: str, rec, client: str, url: str, out_dir: str,
+def capture_path(lab: str, rec: LabRecord, client: str, url: str, out_dir: str,
                  notes: list[str]) -> tuple[PathReport | None, list[str]]:
     os.makedirs(out_dir, exist_ok=True)
     res = capture(lab, out_dir, members=rec.members,

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from netlab import __version__
 from netlab.errors import LabError, NetlabError
 from netlab.lab import lifecycle as lablib
+from netlab.linux.files import write_atomic
 from netlab.observe.report import enrollment, probe, scenario
 from netlab.observe.report.objects import collect
 from netlab.observe.report.render import render
@@ -32,6 +33,7 @@ from netlab.topology import load_topology
 log = logging.getLogger(__name__)
 DESIGNS = ("none", "node-routing", "inpod")
 SHORT = {"none": "none", "node-routing": "nr", "inpod": "ip"}
+WARMUP = 5  # requests before the measured ones, in every design alike
 VERSIONS = {"node-routing": ("1.18", "1.19", "1.20"), "inpod": ("1.21", "1.22", "1.23", "1.24")}
 Progress = Callable[[str, str], None]  # (design, phase) as each phase starts; phase "done" at the end
 Inspect = Callable[[str, str], None]  # (lab, design) while the lab is up, after the objects are read
@@ -47,7 +49,7 @@ class Options:
     out_dir: str
     designs: tuple[str, ...] = DESIGNS
     istio_version: str | None = None
-    requests: int = 20
+    requests: int = 50
     bulk_mib: int = 16
     client: str = "sleep"
     url: str = "http://productpage:9080/"
@@ -141,6 +143,7 @@ def _design(opts: Options, design: str, progress: Progress, inspect: Inspect | N
             path, pcaps = probe.capture_path(lab, rec, opts.client, opts.url, pcaps_dir, notes)
         with phase("scenario"):
             scenario.wait_path(client_ns, opts.url)
+            scenario.latency(client_ns, opts.url, WARMUP)  # pools, caches, ARP: not measured
             lat = scenario.latency(client_ns, opts.url, opts.requests)
             bulk = None
             if opts.bulk_mib > 0:
@@ -182,7 +185,6 @@ def _services(topology: str, pods: dict[str, dict]) -> dict[str, list[str]]:
 
 def write(report: Report, out_dir: str) -> list[str]:
     """report.json, report.md, report.html and trace/<design>.json into ``out_dir``."""
-    os.makedirs(os.path.join(out_dir, "trace"), exist_ok=True)
     files = {"report.json": report.model_dump_json(indent=1) + "\n",
              "report.md": render(report, fmt="md"), "report.html": render(report, fmt="html")}
     for r in report.designs:
@@ -190,12 +192,16 @@ def write(report: Report, out_dir: str) -> list[str]:
             files[os.path.join("trace", f"{r.design}.json")] = json.dumps(
                 {"lab": r.lab, "design": r.design, "source": report.scenario.client, "destination": report.scenario.url,
                  "steps": [s.__dict__ | {"kind": type(s).__name__} for s in r.trace]}, indent=1) + "\n"
+    return write_files(out_dir, files)
+
+
+def write_files(out_dir: str, files: dict[str, str]) -> list[str]:
+    """Each file written whole or not at all (temp file, then rename): a reader never sees half."""
     written = []
     for rel, text in files.items():
         path = os.path.join(out_dir, rel)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, text)
         written.append(path)
     return written
 

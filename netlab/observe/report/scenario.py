@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from netlab import names
 from netlab.errors import LabError, ProcessError
+from netlab.lab.state import LabRecord
 from netlab.observe.report.schema import Bulk, Latency
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def curl_argv(url: str, n: int) -> list[str]:
     """One curl for ``n`` requests, each on its own connection, each timed on its own line."""
-    argv = ["curl", "-s", "--max-time", "10", "-H", "Connection: close",
+    argv = ["curl", "-s", "--max-time", "30", "-H", "Connection: close",
             "-w", "%{http_code} %{time_total} %{size_download}\\n"]
     for _ in range(n):
         argv += ["-o", "/dev/null", url]
@@ -75,7 +76,7 @@ def wait_path(ns: str, url: str, timeout: float = 15.0) -> float:
         time.sleep(0.1)
 
 
-def wait_mesh(rec, timeout: float = 15.0) -> None:
+def wait_mesh(rec: LabRecord, timeout: float = 15.0) -> None:
     """In-pod, until ztunnel listens inside every enrolled pod's netns (15001 and 15008).
 
     ``up`` returns once the CNI agents and ztunnels run, and the pods' listeners follow over

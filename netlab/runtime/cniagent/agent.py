@@ -1,7 +1,7 @@
 """The in-pod design's per-node CNI agent (istio-cni's node agent, Istio 1.21+).
 
 ``python -m netlab.runtime.cniagent --lab LAB --node NODE --config PATH``, started by the
-supervisor in the node's netns. What it does, in istio-cni's order (ambient-facts B3-B5):
+supervisor in the node's netns. What it does, in istio-cni's order (``cni/pkg/nodeagent``):
 
 1. at start, the node's probe rules: ipset ``istio-inpod-probes[-v4]`` and the nat
    ``ISTIO_POSTRT`` SNAT (``CreateHostRulesForHealthChecks``), stale set entries pruned;
@@ -38,7 +38,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from netlab import names
@@ -46,17 +45,19 @@ from netlab.apply import iptables
 from netlab.apply.ipset import add_entry, apply_ipset, del_entry, open_ipset
 from netlab.apply.netlink import NetnsLinks
 from netlab.linux import jsonline, nsenter
+from netlab.linux.files import write_atomic
 from netlab.plan import inpod
 from netlab.plan.objects import IpsetSet, Plan
 from netlab.protocols.zds import WorkloadInfo
+from netlab.runtime.cniagent.config import AgentConfig, PodEntry
 from netlab.runtime.cniagent.zds_server import SnapshotItem, ZdsServer
 from netlab.runtime.ready import notify_ready
 
-log = logging.getLogger("cni-agent")
+log = logging.getLogger(__name__)
 PLUGIN_TIMEOUT_S = 10.0
 
 
-# -- config (written by the lead's specs.py, read by the agent) -------------------------------
+# -- config (written by the lab when it starts the agent, read by the agent) -----------------
 
 
 def config_path(state_dir: str, node: str) -> str:
@@ -69,33 +70,18 @@ def write_config(plan: Plan, node: str, state_dir: str) -> str:
     Pods of the node with their name, namespace, uid, ip, netns, ambient flag and service
     account come from the plan's registry (the topology as ztunnel sees it).
     """
-    reg = plan.registry
-    ambient = {w["uid"] for w in reg.get("workloads", []) if w.get("protocol") == "HBONE"}
-    pods = []
-    for w in reg.get("workloads", []):
-        if w.get("node") != node:
-            continue
-        pods.append({
-            "name": w["name"], "namespace": w["namespace"], "uid": w.get("k8s_uid") or w["uid"],
-            "ip": w["ip"], "netns": names.netns(plan.lab, w["name"]), "ambient": w["uid"] in ambient,
-            "service_account": w["service_account"],
-        })
-    sockets = names.sockets_dir(state_dir)
-    cfg = {
-        "lab": plan.lab, "node": node, "version": plan.istio_version or inpod.VERSIONS[1],
-        "dns": False,
-        "node_netns": names.netns(plan.lab, node),
-        "zds_socket": names.zds_socket(state_dir, node),
-        "plugin_socket": names.cni_socket(state_dir, node),
-        "enrolled_file": os.path.join(state_dir, f"cni-{node}.enrolled.json"),
-        "trust_domain": reg.get("trust_domain", "cluster.local"),
-        "pods": sorted(pods, key=lambda p: p["name"]),
-    }
-    os.makedirs(sockets, exist_ok=True)
+    pods = sorted((PodEntry(name=w.name, namespace=w.namespace, uid=w.pod_uid, ip=w.ip,
+                            netns=names.netns(plan.lab, w.name), ambient=w.hbone, service_account=w.service_account)
+                   for w in plan.registry.workloads if w.node == node), key=lambda p: p.name)
+    cfg = AgentConfig(
+        lab=plan.lab, node=node, version=plan.istio_version or inpod.VERSIONS[1], dns=False,
+        node_netns=names.netns(plan.lab, node), zds_socket=names.zds_socket(state_dir, node),
+        plugin_socket=names.cni_socket(state_dir, node),
+        enrolled_file=os.path.join(state_dir, f"cni-{node}.enrolled.json"),
+        trust_domain=plan.registry.trust_domain, pods=tuple(pods))
+    os.makedirs(names.sockets_dir(state_dir), exist_ok=True)
     path = config_path(state_dir, node)
-    with open(path + ".tmp", "w") as f:
-        json.dump(cfg, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, cfg.to_json())
     return path
 
 
@@ -114,24 +100,13 @@ def plugin_event(socket_path: str, op: str, pod: str, timeout: float = PLUGIN_TI
 # -- the agent -------------------------------------------------------------------------------
 
 
-@dataclass
-class PodEntry:
-    name: str
-    namespace: str
-    uid: str
-    ip: str
-    netns: str
-    ambient: bool
-    service_account: str
-
-
 class Agent:
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
-        self.version = inpod.check_version(cfg["version"])
-        self.dns = bool(cfg.get("dns", False))
-        self.node_ns = cfg["node_netns"]
-        self.pods = {p["name"]: PodEntry(**p) for p in cfg["pods"]}
+        self.version = inpod.check_version(cfg.version)
+        self.dns = cfg.dns
+        self.node_ns = cfg.node_netns
+        self.pods = {p.name: p for p in cfg.pods}
         self.fds: dict[str, int] = {}  # uid -> open netns fd of each enrolled pod (the netns cache)
         self.enrolled: set[str] = set()  # pod names
         self.lock = threading.RLock()  # netns cache, ipset socket, enrolled set
@@ -141,7 +116,7 @@ class Agent:
         self._plugin: socket.socket | None = None
         self._ipset: Any = None
 
-    # ---- host rules (B3)
+    # ---- host rules (the node's probe SNAT: ``CreateHostRulesForHealthChecks``)
 
     def _ipset_handle(self) -> Any:
         if self._ipset is None:
@@ -191,7 +166,7 @@ class Agent:
         except Exception as e:  # stopping: report, never hang
             log.warning("deleting host rules: %s", e)
 
-    # ---- pod rules (B2)
+    # ---- pod rules (``CreateInpodRules`` / ``DeleteInpodRules``)
 
     def pod_rules(self, p: PodEntry) -> str:
         """Make the in-pod rules, reusing exact ones; returns what was done."""
@@ -223,10 +198,10 @@ class Agent:
     def info(self, p: PodEntry) -> WorkloadInfo | None:
         if not inpod.sends_workload_info(self.version):
             return None
-        td = self.cfg.get("trust_domain", "cluster.local") if inpod.sends_trust_domain(self.version) else ""
+        td = self.cfg.trust_domain if inpod.sends_trust_domain(self.version) else ""
         return WorkloadInfo(p.name, p.namespace, p.service_account, td)
 
-    # ---- enrollment (B4)
+    # ---- enrollment (``AddPodToMesh`` / ``RemovePodFromMesh``)
 
     def _pod_lock(self, name: str) -> threading.Lock:
         with self.lock:
@@ -287,18 +262,16 @@ class Agent:
                     for p in sorted((self.pods[n] for n in self.enrolled), key=lambda p: p.name)]
 
     def _initial_enrolled(self) -> set[str]:
-        path = self.cfg.get("enrolled_file")
+        path = self.cfg.enrolled_file
         if path and os.path.exists(path):
             with open(path) as f:
                 return set(json.load(f)) & set(self.pods)
         return {n for n, p in self.pods.items() if p.ambient}
 
     def _save_enrolled(self) -> None:
-        path = self.cfg.get("enrolled_file")
+        path = self.cfg.enrolled_file
         if path:
-            with open(path + ".tmp", "w") as f:
-                json.dump(sorted(self.enrolled), f)
-            os.replace(path + ".tmp", path)
+            write_atomic(path, json.dumps(sorted(self.enrolled)))
 
     # ---- plugin socket
 
@@ -306,7 +279,7 @@ class Agent:
         op, name = req.get("op"), req.get("pod")
         if op == "status":
             acked = self.zds.acked() if self.zds else set()
-            return {"ok": True, "node": self.cfg["node"], "version": self.version,
+            return {"ok": True, "node": self.cfg.node, "version": self.version,
                     "enrolled": sorted(self.enrolled),
                     "mesh_ready": sorted(n for n in self.enrolled if self.pods[n].uid in acked),
                     "ztunnel_connections": self.zds.connections() if self.zds else 0}
@@ -314,7 +287,7 @@ class Agent:
             return {"ok": False, "error": f"unknown op {op!r} (add, del or status)"}
         p = self.pods.get(name or "")
         if p is None:
-            return {"ok": False, "error": f"pod {name!r} is not on node {self.cfg['node']}"}
+            return {"ok": False, "error": f"pod {name!r} is not on node {self.cfg.node}"}
         try:
             return self.enroll(p) if op == "add" else self.unenroll(p)
         except Exception as e:
@@ -346,9 +319,9 @@ class Agent:
             list(ex.map(lambda n: self.enroll(self.pods[n], notify=False), sorted(startup)))
         self.enrolled = set(startup)
         self._save_enrolled()
-        self.zds = ZdsServer(self.cfg["zds_socket"], self.snapshot)
+        self.zds = ZdsServer(self.cfg.zds_socket, self.snapshot)
         self.zds.start()
-        path = self.cfg["plugin_socket"]
+        path = self.cfg.plugin_socket
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -356,7 +329,7 @@ class Agent:
         s.listen(64)
         self._plugin = s
         threading.Thread(target=self._serve_plugin, name="plugin-accept", daemon=True).start()
-        log.info("cni agent ready: node %s, Istio %s, %d pods enrolled", self.cfg["node"], self.version,
+        log.info("cni agent ready: node %s, Istio %s, %d pods enrolled", self.cfg.node, self.version,
                  len(self.enrolled))
 
     def stop(self) -> None:
@@ -366,7 +339,7 @@ class Agent:
                 self._plugin.shutdown(socket.SHUT_RDWR)
             self._plugin.close()
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.cfg["plugin_socket"])
+                os.unlink(self.cfg.plugin_socket)
         if self.zds is not None:
             self.zds.close()
         with self.lock:
@@ -389,10 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s\t%(levelname)s\t%(name)s\t%(message)s")
-    with open(a.config) as f:
-        cfg = json.load(f)
-    if cfg.get("lab") != a.lab or cfg.get("node") != a.node:
-        log.error("config %s is for %s/%s, not %s/%s", a.config, cfg.get("lab"), cfg.get("node"), a.lab, a.node)
+    try:
+        with open(a.config) as f:
+            cfg = AgentConfig.from_json(f.read())
+    except (OSError, ValueError) as e:
+        log.error("config %s: %s", a.config, e)
+        return 2
+    if cfg.lab != a.lab or cfg.node != a.node:
+        log.error("config %s is for %s/%s, not %s/%s", a.config, cfg.lab, cfg.node, a.lab, a.node)
         return 2
     agent = Agent(cfg)
     stop = threading.Event()

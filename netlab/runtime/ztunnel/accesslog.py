@@ -1,4 +1,4 @@
-"""ztunnel's access-log lines (reference section C), sans-IO.
+"""ztunnel's access-log lines (ztunnel 1.22+ ``src/proxy/metrics.rs``, ``src/telemetry.rs``), sans-IO.
 
 Three events of tracing target ``access``, one table (:data:`EVENTS`) says which fields each
 carries::

@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -37,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from netlab.linux.filelock import exclusive
+from netlab.linux.files import write_atomic
+from netlab.protocols.spiffe import parse as parse_spiffe
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,6 @@ CA_KEY = "ca-key.pem"
 # not_before is backdated for clock skew: 5 minutes (istiod's grace), at most a tenth of the TTL
 CLOCK_SKEW = dt.timedelta(minutes=5)
 DEFAULT_TTL_SECONDS = 24 * 3600  # Istio's default workload certificate TTL
-_SPIFFE_RE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
-
-
-def parse_spiffe(spiffe_id: str) -> tuple[str, str, str]:
-    """``spiffe://td/ns/N/sa/S`` -> ``(td, N, S)``; ValueError otherwise."""
-    m = _SPIFFE_RE.match(spiffe_id)
-    if not m:
-        raise ValueError(f"not a SPIFFE workload id: {spiffe_id!r}")
-    return m.group(1), m.group(2), m.group(3)
-
-
-def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 def identity_paths(dir: str, spiffe: str) -> tuple[str, str]:
@@ -76,14 +64,6 @@ def _issuing(dir: str) -> Iterator[None]:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _write(path: str, data: bytes, mode: int) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -116,8 +96,8 @@ def ensure_ca(dir: str, *, trust_domain: str = "cluster.local", ttl_days: int = 
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(key_path, _key_pem(key), 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), mode=0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
@@ -158,8 +138,8 @@ def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spiffe: str
            key_path: str, ttl_hours: float) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _svid_cert(ca, ca_key, spiffe, key, dt.timedelta(hours=ttl_hours), _now())
-    _write(key_path, _key_pem(key), 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), mode=0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def issue_identity(dir: str, spiffe: str, *, ttl_hours: float = 24) -> tuple[str, str]:

@@ -19,7 +19,9 @@ per stream and handed to h2's ``acknowledge_received_data`` once per batch (in
 a DATA frame sent straight through when nothing is buffered and the windows allow it.
 
 Windows and frame size are ztunnel's: 4 MiB per stream, 16 MiB per connection, 1 MiB frames.
-Requests follow the 1.22-1.24 column of reference table D.
+Requests are what ztunnel 1.22-1.24 sends: ``CONNECT`` with ``:authority`` = target
+``<ip>:<port>``, ``baggage`` (cluster, namespace, workload, canonical name and revision),
+``forwarded: for="<src ip:port>"`` (plus ``;host=<service>`` when known) and ``traceparent``.
 
 >>> c, s = HboneClient(), HboneServer()
 >>> _ = s.receive_data(c.data_to_send())

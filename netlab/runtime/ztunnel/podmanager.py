@@ -1,4 +1,4 @@
-"""In-pod mode: one listener set per enrolled pod, inside the pod's netns (reference B6).
+"""In-pod mode: one listener set per enrolled pod, inside the pod's netns (as ztunnel's ``src/inpod``).
 
 The ZDS client (``netlab.runtime.ztunnel.zds_client``, another module) receives pod netns fds over
 the ZDS socket and calls this API::

@@ -1,5 +1,9 @@
 """Workload/service/policy registry: what istiod's xDS (WDS) gives ztunnel, from the lab's JSON.
 
+The file's model is :class:`netlab.plan.registry.RegistryDoc` (one definition for the writer
+and the reader); this module is ztunnel's live view of it: indexes for the lookups on the
+connection path, round-robin endpoint picks, L4 policy, and reloading when the file changes.
+
 A workload's ``uid`` is the registry's own key (``<ns>/<name>``, what service endpoints list);
 ``k8s_uid`` is the pod's Kubernetes UID, the one ZDS ``AddWorkload{uid}`` carries in in-pod
 mode. Both are indexed: :meth:`Registry.workload_for_pod` finds a ZDS pod by uid first and by
@@ -21,10 +25,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
 from netlab.errors import NetlabError
+from netlab.plan.registry import Policy, RegistryDoc, Service, ServicePort, Workload
+from netlab.protocols.spiffe import spiffe_id
+
+__all__ = ["Policy", "Registry", "RegistryError", "Service", "ServicePort", "Workload"]
 
 log = logging.getLogger(__name__)
 
@@ -33,69 +42,33 @@ class RegistryError(NetlabError):
     """The registry file is missing or malformed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Workload:
-    uid: str
-    name: str
-    namespace: str
-    node: str
-    ip: str
-    service_account: str
-    protocol: str = "HBONE"
-    labels: dict[str, str] = field(default_factory=dict)
-    workload_type: str = "deployment"
-    canonical_name: str = ""
-    canonical_revision: str = ""
-    k8s_uid: str = ""
-
-    @property
-    def hbone(self) -> bool:
-        return self.protocol == "HBONE"
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``('workloads', 0, 'name')`` -> ``workloads[0].name``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "top level"
 
 
-@dataclass(frozen=True, slots=True)
-class ServicePort:
-    port: int
-    target_port: int
+def _error(e: pydantic.ValidationError) -> RegistryError:
+    """The first problem, with its place: ``registry: workloads[0]: missing key 'name'``."""
+    err = e.errors()[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "missing" and loc:
+        return RegistryError(f"registry: {_where(loc[:-1])}: missing key {loc[-1]!r}")
+    if not loc:  # a whole-document check (duplicate uids): its message names the place
+        return RegistryError(f"registry: {err['msg'].removeprefix('Value error, ')}")
+    return RegistryError(f"registry: {_where(loc)}: {err['msg']}")
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
-    name: str
-    namespace: str
-    hostname: str
-    vip: str
-    ports: tuple[ServicePort, ...]
-    endpoints: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    name: str
-    namespace: str
-    action: str  # "ALLOW" | "DENY"
-    selector: dict[str, str] | None
-    principals: tuple[str, ...]
-    ports: tuple[int, ...]
-
-    def applies_to(self, w: Workload) -> bool:
-        if self.namespace != w.namespace:
-            return False
-        return self.selector is None or all(w.labels.get(k) == v for k, v in self.selector.items())
-
-    def matches(self, port: int, src_identity: str | None) -> bool:
-        if self.ports and port not in self.ports:
-            return False
-        if self.principals:
-            return src_identity is not None and src_identity in self.principals
-        return True
-
-
-def _req(d: dict[str, Any], key: str, where: str) -> Any:
+def parse(data: Any) -> RegistryDoc:
+    """A decoded JSON document -> the typed registry; RegistryError names the first bad place."""
+    if not isinstance(data, dict):
+        raise RegistryError("registry: top level must be an object")
     try:
-        return d[key]
-    except KeyError:
-        raise RegistryError(f"registry: {where}: missing key {key!r}") from None
+        return RegistryDoc.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise _error(e) from None
 
 
 class Registry:
@@ -104,16 +77,17 @@ class Registry:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None  # inode, mtime ns, size of what was loaded
-        self.trust_domain = "cluster.local"
+        self.doc = RegistryDoc()
+        self.trust_domain = self.doc.trust_domain
         self.workloads: dict[str, Workload] = {}
         self.by_ip: dict[str, Workload] = {}
         self.by_k8s_uid: dict[str, Workload] = {}
         self.by_name: dict[tuple[str, str], Workload] = {}
-        self.services: list[Service] = []
+        self.services: tuple[Service, ...] = ()
         self.by_vip: dict[tuple[str, int], tuple[Service, ServicePort]] = {}
         self.by_hostname: dict[str, Service] = {}
         self.ztunnels: dict[str, str] = {}
-        self.policies: list[Policy] = []
+        self.policies: tuple[Policy, ...] = ()
         self._rr: dict[str, int] = {}
         if path is not None:
             self.reload(force=True)
@@ -124,8 +98,12 @@ class Registry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Registry:
+        return cls.from_doc(parse(data))
+
+    @classmethod
+    def from_doc(cls, doc: RegistryDoc) -> Registry:
         r = cls()
-        r._apply(data)
+        r._apply(doc)
         return r
 
     def reload(self, *, force: bool = False) -> bool:
@@ -146,8 +124,8 @@ class Registry:
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
-            self._apply(data)
-        except (OSError, ValueError, RegistryError, TypeError) as e:
+            self._apply(parse(data))
+        except (OSError, ValueError, RegistryError) as e:
             if force:
                 raise RegistryError(f"registry: {self.path}: {e}") from None
             log.error("registry reload failed, keeping the previous one: %s", e)
@@ -157,51 +135,19 @@ class Registry:
                  len(self.workloads), len(self.services), len(self.policies))
         return True
 
-    def _apply(self, data: dict[str, Any]) -> None:
-        if not isinstance(data, dict):
-            raise RegistryError("registry: top level must be an object")
-        td = data.get("trust_domain", "cluster.local")
-        workloads: dict[str, Workload] = {}
-        for i, w in enumerate(data.get("workloads", [])):
-            where = f"workloads[{i}]"
-            wl = Workload(
-                uid=_req(w, "uid", where), name=_req(w, "name", where), namespace=_req(w, "namespace", where),
-                node=_req(w, "node", where), ip=_req(w, "ip", where),
-                service_account=_req(w, "service_account", where), protocol=w.get("protocol", "HBONE"),
-                labels=dict(w.get("labels") or {}), workload_type=w.get("workload_type", "deployment"),
-                canonical_name=w.get("canonical_name", "") or "", canonical_revision=w.get("canonical_revision", "") or "",
-                k8s_uid=w.get("k8s_uid", "") or "",
-            )
-            if wl.uid in workloads:
-                raise RegistryError(f"registry: {where}: duplicate uid {wl.uid!r}")
-            workloads[wl.uid] = wl
-        services: list[Service] = []
-        for i, s in enumerate(data.get("services", [])):
-            where = f"services[{i}]"
-            ports = tuple(ServicePort(int(_req(p, "port", where)), int(p.get("target_port", p["port"])))
-                          for p in _req(s, "ports", where))
-            services.append(Service(name=_req(s, "name", where), namespace=_req(s, "namespace", where),
-                                    hostname=_req(s, "hostname", where), vip=_req(s, "vip", where), ports=ports,
-                                    endpoints=tuple(s.get("endpoints", []))))
-        policies = []
-        for i, p in enumerate(data.get("policies", [])):
-            where = f"policies[{i}]"
-            action = _req(p, "action", where)
-            if action not in ("ALLOW", "DENY"):
-                raise RegistryError(f"registry: {where}: action must be ALLOW or DENY, not {action!r}")
-            policies.append(Policy(name=_req(p, "name", where), namespace=_req(p, "namespace", where), action=action,
-                                   selector=p.get("selector"), principals=tuple(p.get("principals") or ()),
-                                   ports=tuple(int(x) for x in p.get("ports") or ())))
-        self.trust_domain = td
+    def _apply(self, doc: RegistryDoc) -> None:
+        workloads = {w.uid: w for w in doc.workloads}
+        self.doc = doc
+        self.trust_domain = doc.trust_domain
         self.workloads = workloads
         self.by_ip = {w.ip: w for w in workloads.values()}
         self.by_k8s_uid = {w.k8s_uid: w for w in workloads.values() if w.k8s_uid}
         self.by_name = {(w.namespace, w.name): w for w in workloads.values()}
-        self.services = services
-        self.by_vip = {(s.vip, p.port): (s, p) for s in services for p in s.ports}
-        self.by_hostname = {s.hostname: s for s in services}
-        self.ztunnels = {z["node"]: z["ip"] for z in data.get("ztunnels", [])}
-        self.policies = policies
+        self.services = doc.services
+        self.by_vip = {(s.vip, p.port): (s, p) for s in doc.services for p in s.ports}
+        self.by_hostname = {s.hostname: s for s in doc.services}
+        self.ztunnels = {z.node: z.ip for z in doc.ztunnels}
+        self.policies = doc.policies
 
     # lookups -----------------------------------------------------------------------------------
     def workload_by_ip(self, ip: str) -> Workload | None:
@@ -250,7 +196,7 @@ class Registry:
         return None
 
     def identity(self, w: Workload) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{w.namespace}/sa/{w.service_account}"
+        return spiffe_id(self.trust_domain, w.namespace, w.service_account)
 
     def identities(self) -> list[str]:
         return sorted({self.identity(w) for w in self.workloads.values()})

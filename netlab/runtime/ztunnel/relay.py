@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -61,18 +62,18 @@ class End(Protocol):
     def close(self) -> None: ...
 
 
-async def open_tls(protocol: asyncio.BaseProtocol, sock: socket.socket, ssl_ctx: object, *,
+async def open_tls(protocol: asyncio.BaseProtocol, sock: socket.socket, ssl_ctx: ssl.SSLContext, *,
                    server_side: bool = False, handshake_timeout: float = 10.0) -> asyncio.Transport:
     """TLS handshake on a connected socket, then ``protocol`` on the TLS transport."""
     loop = asyncio.get_running_loop()
-    kw: dict[str, object] = {"ssl": ssl_ctx, "ssl_handshake_timeout": handshake_timeout}
     if server_side:
-        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, **kw)  # type: ignore[arg-type]
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, ssl=ssl_ctx,
+                                                          ssl_handshake_timeout=handshake_timeout)
     else:
-        transport, _ = await loop.create_connection(lambda: protocol, sock=sock, server_hostname="",
-                                                    **kw)  # type: ignore[arg-type]
+        transport, _ = await loop.create_connection(lambda: protocol, sock=sock, server_hostname="", ssl=ssl_ctx,
+                                                    ssl_handshake_timeout=handshake_timeout)
     transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-    return transport  # type: ignore[return-value]
+    return transport
 
 
 def set_linger_rst(sock: socket.socket | None) -> None:

@@ -1,10 +1,12 @@
 """Socket factories: where ztunnel's sockets live and which options they carry.
 
-* :class:`NodeSocketFactory` (node-routing, Istio 1.18-1.20, reference A8): sockets in the
+* :class:`NodeSocketFactory` (node-routing, Istio 1.18-1.20, as ztunnel
+  1.20's ``src/socket.rs``): sockets in the
   netns the process runs in (the node's ztunnel pod). Listeners ``0.0.0.0`` with
   IP_TRANSPARENT (TPROXY delivers them); upstream sockets that keep another IP's source get
   IP_TRANSPARENT + IP_FREEBIND and are bound to ``<orig src>:0``.
-* :class:`InpodSocketFactory` (in-pod, 1.21+, reference B6): every socket is created inside
+* :class:`InpodSocketFactory` (in-pod, 1.21+, as ztunnel's ``src/inpod``
+  socket factory): every socket is created inside
   the pod netns (``setns`` for the creation only) and carries SO_MARK 0x539; listeners also
   SO_REUSEPORT, backlog 128.
 """

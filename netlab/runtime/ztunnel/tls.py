@@ -19,6 +19,10 @@ import logging
 import os
 import ssl
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from netlab.protocols import spiffe
 from netlab.runtime.ztunnel import certs
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ class Contexts:
         self.cert_ttl = cert_ttl
         self.ca_path = f"{certs_dir}/{certs.CA_CERT}"
         self.rotations = 0  # SVIDs renewed (the metric netlab_ztunnel_cert_rotations_total)
-        self._ca: tuple | None = None
+        self._ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
         self._svids: dict[str, certs.Svid] = {}
         self._cache: dict[tuple[str, bool], ssl.SSLContext] = {}
 
@@ -162,7 +166,7 @@ def verify_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, *, expected: s
         raise IdentityError(f"identity mismatch: expected {expected}, got {ident}")
     if trust_domain is not None:
         try:
-            td, _, _ = certs.parse_spiffe(ident)
+            td, _, _ = spiffe.parse(ident)
         except ValueError:
             raise IdentityError(f"peer identity {ident} is not a workload identity") from None
         if td != trust_domain:

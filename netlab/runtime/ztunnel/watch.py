@@ -1,6 +1,6 @@
 """Know at once when a file is replaced: inotify on its directory (istiod pushes, not polled).
 
-The lab's registry is written as ``registry.json.tmp`` then renamed over ``registry.json``
+The lab's registry is written to a temporary file then renamed over ``registry.json``
 (enroll, unenroll, up), so a watch on the file itself would follow the old inode; the
 directory is watched instead, for a write closed on, or a rename onto, that one name.
 Python has no inotify binding, hence ctypes (as :mod:`netlab.linux.nsenter` does for setns).

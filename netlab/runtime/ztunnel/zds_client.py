@@ -13,7 +13,7 @@ any error. The pod manager owns the listeners; this module only translates:
 
 A proxy that fails to start (``OSError``: ports taken, setns refused) is nacked, the
 connection stays up, and the pod is retried every 5 s; any other failure is nacked and the
-connection is dropped and re-made (ambient-facts B5).
+connection is dropped and re-made (ztunnel's ``src/inpod`` workload-proxy manager).
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -21,23 +19,14 @@ from ztlab import (
     serve,
 )
 
-
-@pytest.fixture(autouse=True)
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates network namespaces)")
+from netlab.runtime.ztunnel import certs
 
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The netns lab, app servers, shared CA + SVIDs, and ztunnels A and B (node-routing)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    for tool in ("ip", "iptables-restore"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
-    from netlab.runtime.ztunnel import certs
+    """The netns lab, app servers, shared CA + SVIDs, and ztunnels A and B (node-routing).
 
+    Every test here is marked ``root`` (skipped without root by the top-level conftest)."""
     work = tmp_path_factory.mktemp("zt")
     certs_dir = work / "certs"
     ids = [f"spiffe://cluster.local/ns/default/sa/{sa}" for sa in ("sleep", "localsrv", "echo", "imposter")]

@@ -7,13 +7,14 @@ import gc
 import io
 import os
 import socket
-import subprocess
 
 import pytest
-from ztlab import run
 
 from netlab import names
+from netlab.apply import netns as netns_mod
+from netlab.apply.kernel import apply_plan
 from netlab.linux import nsenter
+from netlab.plan.objects import Addr, NetnsPlan, Plan
 from netlab.protocols.zds import WorkloadInfo
 from netlab.runtime.ztunnel import certs
 from netlab.runtime.ztunnel.accesslog import AccessLog
@@ -21,6 +22,7 @@ from netlab.runtime.ztunnel.podmanager import PodManager
 from netlab.runtime.ztunnel.proxy import Proxy
 from netlab.runtime.ztunnel.registry import Registry
 from netlab.runtime.ztunnel.tls import Contexts
+from tests.kernel.helpers import netns_inode, run, socket_netns_inode
 
 pytestmark = pytest.mark.root
 
@@ -30,13 +32,12 @@ POD_IP = "10.244.3.5"
 @pytest.fixture
 def pod_ns() -> str:
     name = names.netns(f"zt{os.getpid() % 100000}", "p")
-    run("ip", "netns", "add", name)
+    pod = NetnsPlan(name, "pod", "p", addrs=(Addr(name, "lo", f"{POD_IP}/32"),))  # on lo: no dummy module here
     try:
-        run("ip", "link", "set", "lo", "up", ns=name)
-        run("ip", "addr", "add", f"{POD_IP}/32", "dev", "lo", ns=name)  # no dummy module needed
+        apply_plan(Plan(f"zt{os.getpid() % 100000}", "inpod", None, None, (pod,)))
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        netns_mod.remove(name)
 
 
 def _listeners(ns: str) -> dict[int, str]:
@@ -101,7 +102,8 @@ def test_podmanager_add_del_listeners_and_fds(pod_ns: str, tmp_path) -> None:
 
 
 def test_podmanager_socket_options(pod_ns: str, tmp_path) -> None:
-    """Listeners carry SO_MARK 0x539, SO_REUSEPORT and IP_TRANSPARENT (reference B6)."""
+    """Listeners carry SO_MARK 0x539, SO_REUSEPORT and IP_TRANSPARENT, as ztunnel's in-pod ones do,
+    and live in the pod's netns, not in the one ztunnel runs in."""
     from netlab.runtime.ztunnel.sockets import IP_TRANSPARENT, SO_MARK, InpodSocketFactory
 
     fd = nsenter.open_netns(pod_ns)
@@ -111,7 +113,7 @@ def test_podmanager_socket_options(pod_ns: str, tmp_path) -> None:
             assert s.getsockopt(socket.SOL_SOCKET, SO_MARK) == 0x539
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
             assert s.getsockopt(socket.SOL_IP, IP_TRANSPARENT) == 1
-            assert os.stat(f"/proc/self/fd/{s.fileno()}") is not None
+            assert socket_netns_inode(s) == netns_inode(pod_ns) != os.stat("/proc/self/ns/net").st_ino
         finally:
             s.close()
         u = InpodSocketFactory(fd).upstream(bind_ip="10.9.9.9")

@@ -107,7 +107,7 @@ def test_hbone_end_to_end_via_service_vip(lab: dict) -> None:
                  "dst.identity": ECHO, "direction": "inbound", "bytes_sent": "100000", "bytes_recv": "100000",
                  "duration": i["duration"]}
     assert re.fullmatch(r"\d+ms", o["duration"])
-    # exact key order of section C
+    # exact key order of ztunnel's access log (1.22+)
     keys = [kv.split("=", 1)[0] for kv in out[0].split("\t")[4].split(" ")]
     assert keys == ["src.addr", "src.workload", "src.namespace", "src.identity", "dst.addr", "dst.hbone_addr",
                     "dst.service", "dst.workload", "dst.namespace", "dst.identity", "direction", "bytes_sent",

@@ -8,9 +8,15 @@
           | vl <-> eth0
     nl-zt<T>.l (pod "local-srv" 10.244.1.20, on node A)
 
-Node and ztunnel pod are collapsed into one netns per node; the redirection is the A4 rule set
-minus the geneve hop: TPROXY (mark 0x400/0xfff, rule 20000) from the pods to 15001, from the
-underlay to 15008/15006, and 0x4d3/0xfff (rule 20003) for replies to spoofed connections.
+Node and ztunnel pod are collapsed into one netns per node, so the redirection is Istio's
+node-routing rule set minus the Geneve hop: TPROXY (mark 0x400/0xfff, ip rule 20000 -> table
+100 ``local 0.0.0.0/0 dev lo``) from the pods to 15001, from the underlay to 15008/15006, and
+mark 0x4d3/0xfff (rule 20003) for replies to ztunnel's spoofed-source connections.
+
+The lab is a :class:`netlab.plan.objects.Plan` built here and applied with netlab's own
+:func:`netlab.apply.kernel.apply_plan` (netlink for links, addresses, routes and rules,
+``iptables-restore`` for the rules, /proc for sysctls), so it is made exactly as netlab makes
+its labs; ``lab_plan().render()`` prints it as the equivalent ``ip`` commands.
 """
 
 from __future__ import annotations
@@ -28,7 +34,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from netlab import names
+from netlab.apply import netns as netns_mod
+from netlab.apply.kernel import apply_plan
 from netlab.linux import nsenter
+from netlab.plan.objects import (
+    Addr,
+    Iptables,
+    IptablesTable,
+    Link,
+    NetnsPlan,
+    Plan,
+    Route,
+    Rule,
+    Sysctl,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 TAG = f"{os.getpid() % 100000}"
@@ -36,90 +55,72 @@ TAG = f"{os.getpid() % 100000}"
 CLIENT_IP, LOCAL_IP, SERVER_IP = "10.244.1.10", "10.244.1.20", "10.244.2.10"
 A_IP, B_IP, VIP = "172.18.0.2", "172.18.0.3", "10.96.0.10"
 DIRECT_PORT = 19002  # not captured anywhere: the no-mesh baseline
-
-
-def run(*args: str, ns: str | None = None, check: bool = True, input: str | None = None) -> str:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    p = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
-    return p.stdout
+TPROXY = "-j TPROXY --on-ip 127.0.0.1 --tproxy-mark 0x400/0xfff --on-port"
+# replies to ztunnel's spoofed sockets only (Istio marks all of them; matching the socket lets
+# the bench port DIRECT_PORT bypass the mesh for the "direct" baseline)
+REPLY = "-m socket --transparent -j MARK --set-xmark 0x4d3/0xfff"
 
 
 def ns_name(role: str) -> str:
     return names.netns(f"zt{TAG}", role)
 
 
-def _sysctls(ns: str, forward: bool) -> None:
-    for key, val in (("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0"),
-                     ("net.ipv4.ip_forward", "1" if forward else "0")):
-        run("sysctl", "-qw", f"{key}={val}", ns=ns)
+def _sysctls(ns: str, *, node: bool) -> tuple[Sysctl, ...]:
+    devs = ("all", "default", "eth0") if node else ("all", "default")
+    return (*(Sysctl(ns, f"net.ipv4.conf.{d}.rp_filter", "0") for d in devs),
+            Sysctl(ns, "net.ipv4.ip_forward", "1" if node else "0"))
 
 
-def _veth(ns1: str, if1: str, ns2: str, if2: str) -> None:
-    """Create the pair inside ns1 with the peer put straight into ns2 (never the root netns)."""
-    run("ip", "link", "add", if1, "type", "veth", "peer", "name", if2, "netns", ns2, ns=ns1)
-    run("ip", "link", "set", if1, "up", ns=ns1)
-    run("ip", "link", "set", if2, "up", ns=ns2)
+def _pod(role: str, ip: str, gw: str) -> NetnsPlan:
+    ns = ns_name(role)
+    return NetnsPlan(ns, "pod", role, addrs=(Addr(ns, "eth0", f"{ip}/32"),),
+                     routes=(Route(ns, gw, dev="eth0", scope="link"), Route(ns, "default", via=gw, dev="eth0")),
+                     sysctls=_sysctls(ns, node=False))
 
 
-def _pod(ns: str, ip: str, gw: str) -> None:
-    run("ip", "addr", "add", f"{ip}/32", "dev", "eth0", ns=ns)
-    run("ip", "route", "add", gw, "dev", "eth0", ns=ns)
-    run("ip", "route", "add", "default", "via", gw, "dev", "eth0", ns=ns)
+def _node(role: str, *, links: tuple[Link, ...], addrs: tuple[Addr, ...], routes: tuple[Route, ...],
+          prerouting: tuple[str, ...]) -> NetnsPlan:
+    ns = ns_name(role)
+    return NetnsPlan(
+        ns, "node", role, links=links, addrs=addrs,
+        routes=(*routes, Route(ns, "0.0.0.0/0", dev="lo", table=100, type="local")),
+        rules=(Rule(ns, 20000, fwmark=0x400, mask=0xfff, table=100), Rule(ns, 20003, fwmark=0x4d3, mask=0xfff, table=100)),
+        sysctls=_sysctls(ns, node=True),
+        iptables=Iptables(ns, (IptablesTable("mangle", (), tuple(f"-A PREROUTING {r}" for r in prerouting),
+                                             builtin=("PREROUTING",)),)))
 
 
-def _ztunnel_rules(ns: str, rules: str) -> None:
-    run("iptables-restore", "--noflush", ns=ns, input=rules)
-    run("ip", "rule", "add", "fwmark", "0x400/0xfff", "lookup", "100", "pref", "20000", ns=ns)
-    run("ip", "rule", "add", "fwmark", "0x4d3/0xfff", "lookup", "100", "pref", "20003", ns=ns)
-    run("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100", ns=ns)
+def lab_plan() -> Plan:
+    c, a, b, s, lp = (ns_name(r) for r in "cabsl")
+    node_a = _node(
+        "a",
+        links=(Link(a, "vc", "veth", peer="eth0", peer_ns=c), Link(a, "vl", "veth", peer="eth0", peer_ns=lp),
+               Link(a, "eth0", "veth", peer="eth0", peer_ns=b)),
+        addrs=(Addr(a, "vc", "10.244.1.1/32"), Addr(a, "vl", "10.244.1.1/32"), Addr(a, "eth0", f"{A_IP}/16")),
+        routes=(Route(a, f"{CLIENT_IP}/32", dev="vc"), Route(a, f"{LOCAL_IP}/32", dev="vl"),
+                Route(a, "10.244.2.0/24", via=B_IP)),
+        prerouting=(f"-i vc -p tcp -m tcp --dport {DIRECT_PORT} -j RETURN",
+                    f"-i vc -p tcp {TPROXY} 15001",
+                    f"-i vl -p tcp {REPLY}",
+                    f"! -d {A_IP}/32 -i eth0 -p tcp {REPLY}"))
+    node_b = _node(
+        "b",
+        links=(Link(b, "vs", "veth", peer="eth0", peer_ns=s),),
+        addrs=(Addr(b, "eth0", f"{B_IP}/16"), Addr(b, "vs", "10.244.2.1/32")),
+        routes=(Route(b, f"{SERVER_IP}/32", dev="vs"), Route(b, "10.244.1.0/24", via=A_IP)),
+        prerouting=(f"-i eth0 -p tcp -m tcp --dport 15008 {TPROXY} 15008",
+                    f"-i eth0 -p tcp -m tcp --dport {DIRECT_PORT} -j RETURN",
+                    f"-i eth0 -d 10.244.2.0/24 -p tcp {TPROXY} 15006",
+                    f"-i vs -p tcp {REPLY}"))
+    pods = (_pod("c", CLIENT_IP, "10.244.1.1"), _pod("l", LOCAL_IP, "10.244.1.1"), _pod("s", SERVER_IP, "10.244.2.1"))
+    return Plan(f"zt{TAG}", "node-routing", None, None, tuple(sorted((node_a, node_b, *pods), key=lambda n: n.name)))
 
 
 def build_lab() -> dict[str, str]:
+    """Apply :func:`lab_plan`; ``{role: netns}``. Half-built labs are removed before raising."""
     names = {r: ns_name(r) for r in "cabsl"}
     try:
-        for ns in names.values():
-            run("ip", "netns", "add", ns)
-            run("ip", "link", "set", "lo", "up", ns=ns)
-            _sysctls(ns, forward=ns in (names["a"], names["b"]))
-        a, b = names["a"], names["b"]
-        _veth(a, "vc", names["c"], "eth0")
-        _veth(a, "vl", names["l"], "eth0")
-        _veth(a, "eth0", b, "eth0")
-        _veth(b, "vs", names["s"], "eth0")
-        for ns in (a, b):
-            for dev in ("all", "default", "eth0"):
-                run("sysctl", "-qw", f"net.ipv4.conf.{dev}.rp_filter=0", ns=ns)
-        run("ip", "addr", "add", "10.244.1.1/32", "dev", "vc", ns=a)
-        run("ip", "addr", "add", "10.244.1.1/32", "dev", "vl", ns=a)
-        run("ip", "route", "add", f"{CLIENT_IP}/32", "dev", "vc", ns=a)
-        run("ip", "route", "add", f"{LOCAL_IP}/32", "dev", "vl", ns=a)
-        run("ip", "addr", "add", f"{A_IP}/16", "dev", "eth0", ns=a)
-        run("ip", "route", "add", "10.244.2.0/24", "via", B_IP, ns=a)
-        run("ip", "addr", "add", f"{B_IP}/16", "dev", "eth0", ns=b)
-        run("ip", "addr", "add", "10.244.2.1/32", "dev", "vs", ns=b)
-        run("ip", "route", "add", f"{SERVER_IP}/32", "dev", "vs", ns=b)
-        run("ip", "route", "add", "10.244.1.0/24", "via", A_IP, ns=b)
-        _pod(names["c"], CLIENT_IP, "10.244.1.1")
-        _pod(names["l"], LOCAL_IP, "10.244.1.1")
-        _pod(names["s"], SERVER_IP, "10.244.2.1")
-        tp = "-j TPROXY --on-ip 127.0.0.1 --tproxy-mark 0x400/0xfff --on-port"
-        # replies to ztunnel's spoofed sockets only (A4 marks all of them; matching the socket
-        # lets the bench port DIRECT_PORT bypass the mesh for the "direct" baseline)
-        ret = "-m socket --transparent"
-        _ztunnel_rules(a, "*mangle\n"
-                       f"-A PREROUTING -i vc -p tcp -m tcp --dport {DIRECT_PORT} -j RETURN\n"
-                       f"-A PREROUTING -i vc -p tcp {tp} 15001\n"
-                       f"-A PREROUTING -i vl -p tcp {ret} -j MARK --set-xmark 0x4d3/0xfff\n"
-                       f"-A PREROUTING ! -d {A_IP}/32 -i eth0 -p tcp {ret} -j MARK --set-xmark 0x4d3/0xfff\n"
-                       "COMMIT\n")
-        _ztunnel_rules(b, "*mangle\n"
-                       f"-A PREROUTING -i eth0 -p tcp -m tcp --dport 15008 {tp} 15008\n"
-                       f"-A PREROUTING -i eth0 -p tcp -m tcp --dport {DIRECT_PORT} -j RETURN\n"
-                       f"-A PREROUTING -i eth0 -d 10.244.2.0/24 -p tcp {tp} 15006\n"
-                       f"-A PREROUTING -i vs -p tcp {ret} -j MARK --set-xmark 0x4d3/0xfff\n"
-                       "COMMIT\n")
+        apply_plan(lab_plan())
     except BaseException:
         destroy_lab(names)
         raise
@@ -128,7 +129,7 @@ def build_lab() -> dict[str, str]:
 
 def destroy_lab(names: dict[str, str]) -> None:
     for ns in names.values():
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        netns_mod.remove(ns)
 
 
 def registry_doc(*, echo_sa: str = "echo") -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netlab import names
+from netlab.plan.registry import RegistryDoc
 from netlab.runtime.ztunnel.config import Config, ConfigError
 
 BASE = {"node": "n1", "mode": "inpod", "registry": "/r.json", "certs_dir": "/c"}
@@ -48,7 +49,7 @@ def test_lab_spec_writes_log_level(tmp_path, monkeypatch, env: str | None, level
     else:
         monkeypatch.setenv(specs.ZTUNNEL_LOG_LEVEL_ENV, env)
     p = Process("ztunnel/n1", "ztunnel", names.netns("zf", "ztunnel-n1"), (("mode", "inpod"), ("node", "n1")))
-    spec = specs.spec(SimpleNamespace(registry={"trust_domain": "cluster.local"}), p, str(tmp_path))
+    spec = specs.spec(SimpleNamespace(registry=RegistryDoc()), p, str(tmp_path))
     path = spec.argv[spec.argv.index("--config") + 1]
     assert json.loads(open(path).read())["log_level"] == level
     assert Config.load(path).log_level == level
@@ -64,4 +65,4 @@ def test_lab_spec_refuses_bad_log_level(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(specs.ZTUNNEL_LOG_LEVEL_ENV, "verbose")
     p = Process("ztunnel/n1", "ztunnel", names.netns("zf", "ztunnel-n1"), (("mode", "inpod"), ("node", "n1")))
     with pytest.raises(PreflightError, match="NETLAB_ZTUNNEL_LOG_LEVEL='verbose': must be one of debug, info"):
-        specs.spec(SimpleNamespace(registry={}), p, str(tmp_path))
+        specs.spec(SimpleNamespace(registry=RegistryDoc()), p, str(tmp_path))

@@ -1,4 +1,4 @@
-"""HBONE CONNECT transcripts: bytes in >> events out, no sockets (STYLE §11, §13)."""
+"""HBONE CONNECT transcripts: bytes in >> events out, no sockets (the sans-IO core alone)."""
 
 from __future__ import annotations
 

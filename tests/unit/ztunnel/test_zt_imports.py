@@ -33,7 +33,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_broken_zds_client_stops_ztunnel_from_starting() -> None:
     code = _BREAK.format(name="netlab.runtime.ztunnel.zds_client") + textwrap.dedent("""
-        from netlab.runtime.ztunnel.__main__ import main
+        from netlab.runtime.ztunnel.server import main
         main(["--config", "/nonexistent"])
     """)
     r = _python(code)

@@ -145,7 +145,7 @@ def test_plan_registry_uids_resolve() -> None:
     from netlab.topology.load import load_topology
 
     topo = load_topology("bookinfo")
-    r = Registry.from_dict(build_registry(topo, mode="inpod"))
+    r = Registry.from_doc(build_registry(topo, mode="inpod"))
     for pod in topo.pods:
         w = r.workload_by_uid(pod_uid(pod))
         assert w is not None and (w.namespace, w.name) == (pod.namespace, pod.name)
@@ -156,3 +156,47 @@ def test_duplicate_uid_refused() -> None:
     d["workloads"].append(dict(d["workloads"][0], ip="10.244.1.99"))
     with pytest.raises(RegistryError, match=r"workloads\[3\]: duplicate uid 'default/productpage-v1'"):
         Registry.from_dict(d)
+
+
+def test_the_registry_file_round_trips_through_its_one_model() -> None:
+    """What the lab writes (RegistryDoc.to_json) is what ztunnel reads back, field for field."""
+    from netlab.plan.registry import RegistryDoc, build_registry
+    from netlab.topology.load import load_topology
+
+    topo = load_topology("bookinfo")
+    reg = build_registry(topo, mode="inpod")
+    text = reg.to_json()
+    assert RegistryDoc.from_json(text) == reg
+    live = Registry.from_dict(json.loads(text))
+    assert live.doc == reg and sorted(live.workloads) == sorted(w.uid for w in reg.workloads)
+    w = reg.workloads[0]
+    assert w.pod_uid == w.k8s_uid != w.uid  # the Kubernetes UID wins when the plan set one
+
+
+def test_pod_uid_falls_back_to_the_registry_uid() -> None:
+    w = Registry.from_dict(doc()).workload_by_ip("10.244.1.7")
+    assert w.k8s_uid == "" and w.pod_uid == "default/productpage-v1"
+
+
+def test_with_protocol_marks_only_the_named_pods() -> None:
+    r = Registry.from_dict(doc()).doc.with_protocol(False, {"reviews-v1"})
+    assert [w.protocol for w in r.workloads] == ["HBONE", "TCP", "TCP"]
+    assert all(w.protocol == "HBONE" for w in r.with_protocol(True).workloads)
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"workloads": [{**doc()["workloads"][0], "protocol": "UDP"}]}, r"workloads\[0\]\.protocol: Input should be"),
+    ({"workloads": [{**doc()["workloads"][0], "colour": "red"}]}, r"workloads\[0\]\.colour: Extra inputs"),
+    ({"policies": [{"name": "p", "namespace": "default", "action": "AUDIT"}]}, r"policies\[0\]\.action"),
+    ({"services": [{"name": "s", "namespace": "default", "hostname": "h", "vip": "10.96.0.1"}]},
+     r"services\[0\]: missing key 'ports'"),
+], ids=["bad-protocol", "unknown-key", "bad-action", "service-without-ports"])
+def test_malformed_entries_name_their_place(patch: dict, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        Registry.from_dict(doc(**patch))
+
+
+def test_service_target_port_defaults_to_port() -> None:
+    d = doc()
+    d["services"][0]["ports"] = [{"port": 9080}]
+    assert Registry.from_dict(d).service_by_vip("10.96.0.10", 9080)[1].target_port == 9080
