@@ -9,7 +9,7 @@ ztunnel processes, and compares the mesh path with the direct path (port 19002, 
 * rr:   p50/p99 of 100-byte request/response round trips on one connection;
 * crr:  p50 of connect + 100-byte request/response + close (new connection each time).
 
-    python scripts/bench/datapath_proxy.py [--mib 256] [--rr 2000] [--crr 200] [--json]
+    python scripts/bench/datapath_proxy.py [--mib 256] [--rr 2000] [--crr 200] [--json] [--json-out PATH]
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def main() -> int:
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--rr", type=int, default=2000)
     ap.add_argument("--crr", type=int, default=200)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the JSON on stdout instead of the table")
+    ap.add_argument("--json-out", default="bench-results/datapath_proxy.json", help="where the JSON goes")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("datapath_proxy: needs root (creates network namespaces)", file=sys.stderr)
@@ -150,6 +151,9 @@ def main() -> int:
         res["ratio"] = {"bulk_mesh_over_direct": round(res["mesh"]["bulk_MBps"] / res["direct"]["bulk_MBps"], 3),
                         "rr_p50_mesh_over_direct": round(res["mesh"]["rr_p50_us"] / res["direct"]["rr_p50_us"], 2),
                         "crr_p50_mesh_over_direct": round(res["mesh"]["crr_p50_us"] / res["direct"]["crr_p50_us"], 2)}
+        os.makedirs(os.path.dirname(args.json_out) or ".", exist_ok=True)
+        with open(args.json_out, "w") as f:
+            json.dump(res, f, indent=2, sort_keys=True)
         if args.json:
             print(json.dumps(res, indent=2, sort_keys=True))
         else:
