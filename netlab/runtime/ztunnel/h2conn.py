@@ -192,9 +192,12 @@ class H2Driver(asyncio.BufferedProtocol):
             self._shutdown(self._early_eof)
 
     def flush(self) -> None:
-        data = self.core.data_to_send()
-        if data and not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        parts = self.core.data_to_send_parts()
+        if parts and not self.closed:
+            if len(parts) == 1:
+                self.transport.write(parts[0])  # type: ignore[union-attr]
+            else:
+                self.transport.writelines(parts)  # type: ignore[union-attr]
 
     def stream_done(self, sid: int) -> None:
         if self.streams.pop(sid, None) is not None and not self.streams:
@@ -208,11 +211,13 @@ class H2Driver(asyncio.BufferedProtocol):
         return self._buf
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self._buf[:nbytes]))
+        # The core is handed a view of the shared read buffer, not a copy: it keeps only copies
+        # (payloads and any partial frame), so the buffer is free again when this returns.
+        self.data_received(self._buf[:nbytes])
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._early is not None:
-            self._early.append(data)
+            self._early.append(bytes(data))
             return
         if self._ended:
             return

@@ -44,6 +44,10 @@ _CLIENT_OPEN, _SERVER_OPEN = ConnectionState.CLIENT_OPEN, ConnectionState.SERVER
 _OPEN, _HALF_CLOSED_REMOTE, _HALF_CLOSED_LOCAL = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
                                                   StreamState.HALF_CLOSED_LOCAL)
 _DataReceived = h2.events.DataReceived
+# DATA payloads from this size on are queued as they are, behind the frame header, instead of
+# being copied into the send queue: a bulk transfer then writes each byte from the buffer it was
+# read into. Below it, one copy is cheaper than a write of its own.
+SEAL_MIN = 16 * 1024
 
 
 class LeanDataConnection(h2.connection.H2Connection):
@@ -55,8 +59,14 @@ class LeanDataConnection(h2.connection.H2Connection):
         super().__init__(config=config)
         self.lean_sent = 0  # DATA frames sent / received on the lean path (for tests and debugging)
         self.lean_received = 0
-        self._held = bytearray()  # received bytes not yet handed to h2 or taken (see receive_data)
-        self._held_need = 0  # how many held bytes make the frame (or frame header) whole
+        # The start of a frame received but not yet handed to h2 or taken (see _receive): its
+        # header (or the part of it that came), the payload pieces, their length, and the
+        # payload length that makes the frame whole.
+        self._held_head = b""
+        self._held_parts: list[bytes] = []
+        self._held_len = 0
+        self._held_need = 0
+        self._sealed: list[bytes | bytearray] = []  # queued pieces before _data_to_send (see send_data)
         if _checked is None:
             lean_path_ok()
 
@@ -78,79 +88,160 @@ class LeanDataConnection(h2.connection.H2Connection):
         stream.outbound_flow_control_window -= n
         out = self._data_to_send
         out += _HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, stream_id)
-        out += data
+        if n >= SEAL_MIN:  # a big payload is not copied into the queue: it follows it, as it is
+            self._sealed += (out, data if t is bytes else bytes(data))
+            self._data_to_send = bytearray()
+        else:
+            out += data
         self.lean_sent += 1
         return None
 
     def data_to_send(self, amount: int | None = None) -> bytes | bytearray:  # type: ignore[override]
         """All of it: the queue itself, handed over (h2 copies it into a new ``bytes``; for a
         bulk transfer that is one more pass over every byte sent)."""
+        if self._sealed:
+            self._data_to_send = bytearray(self.queued())
+            self._sealed = []
         if amount is not None or not self.lean:
             return super().data_to_send(amount)
         data, self._data_to_send = self._data_to_send, bytearray()
         return data
 
+    def data_to_send_parts(self) -> list[bytes | bytearray]:
+        """Everything to send, as pieces to write in order (``writelines``): the big DATA
+        payloads are the caller's own ``bytes``, never copied into a queue. Each piece is handed
+        over: nothing here changes it later."""
+        parts, self._sealed = self._sealed, []
+        if self._data_to_send:
+            parts.append(self._data_to_send)
+            self._data_to_send = bytearray()
+        return parts
+
+    def queued(self) -> bytes:
+        """What :meth:`data_to_send` would return, without taking it (tests, debugging)."""
+        return b"".join(self._sealed) + bytes(self._data_to_send)
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._sealed = []
+        super().clear_outbound_data_buffer()
+
     def receive_data(self, data: Any) -> list[h2.events.Event]:
-        held = self._held
-        if held:  # the start of a DATA frame (or of a frame header) from an earlier call
-            held += data
-            if len(held) < self._held_need:
-                return []
-            data, self._held = held, bytearray()
+        """Like h2's, and ``data`` may be a byte ``memoryview`` of the caller's read buffer: only
+        copies are kept (the payloads handed out and the bytes held back), so the caller may
+        reuse the buffer as soon as this returns."""
+        if self._held_head:  # the start of a frame from earlier calls
+            return self._continue_held(data)
+        return self._receive(data)
+
+    def held(self) -> bytes:
+        """The bytes received but held back (the start of a frame): for tests and debugging."""
+        return self._held_head + b"".join(self._held_parts)
+
+    def _receive(self, data: Any) -> list[h2.events.Event]:
         fb = self.incoming_buffer
         conn_state = self.state_machine.state
         t = type(data)
-        if (not self.lean or (t is not bytes and t is not bytearray)
-                or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
-                or fb._data or fb._preamble_len or fb._headers_buffer):
+        if t is memoryview:  # a byte view of the caller's buffer: taken as it is; any other view: h2's rules
+            if data.format != "B" or not data.c_contiguous:
+                return super().receive_data(data)
+        elif t is not bytes and t is not bytearray:
             return super().receive_data(data)
+        if (not self.lean or (conn_state is not _CLIENT_OPEN and conn_state is not _SERVER_OPEN)
+                or fb._data or fb._preamble_len or fb._headers_buffer):
+            return super().receive_data(bytes(data) if t is memoryview else data)
         end = len(data)
         pos = 0
         need = 0
         events: list[h2.events.Event] = []
-        streams = self.streams
-        conn_window = self._inbound_flow_control_window_manager
-        max_size = self.max_inbound_frame_size
         with memoryview(data) as view:  # released before h2 sees the rest: the caller may resize it
             while end - pos >= 9:
                 if view[pos + 3] or view[pos + 4]:  # not DATA, or flags (END_STREAM, PADDED)
                     break
                 length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
-                if not length or length > max_size:
-                    break
                 sid = int.from_bytes(view[pos + 5:pos + 9], "big") & 0x7FFFFFFF
-                stream = streams.get(sid)
-                if (stream is None
-                        or (stream.state_machine.state is not _OPEN
-                            and stream.state_machine.state is not _HALF_CLOSED_LOCAL)
-                        or not stream.state_machine.headers_received
-                        or stream._expected_content_length is not None
-                        or length > conn_window.current_window_size
-                        or length > stream._inbound_window_manager.current_window_size):
+                stream = self._lean_stream(sid, length)
+                if stream is None:
                     break
                 if end - pos - 9 < length:  # a frame for the lean path, not all here yet
-                    need = 9 + length
+                    need = length
                     break
-                conn_window.current_window_size -= length
-                stream._inbound_window_manager.current_window_size -= length
-                stream._actual_content_length += length
-                ev = _DataReceived(stream_id=sid)
-                ev.data = bytes(view[pos + 9:pos + 9 + length])
-                ev.flow_controlled_length = length
-                events.append(ev)
+                events.append(self._take(stream, sid, length, bytes(view[pos + 9:pos + 9 + length])))
                 pos += 9 + length
-        self.lean_received += len(events)
-        if pos < end:
-            if end - pos < 9 or need:
+            if pos < end and (end - pos < 9 or need):
                 # Hold the rest until the frame is whole, as h2's own buffer would (no event, no
                 # error before then), and take it on the lean path once it is: left to h2, a
                 # frame larger than one read would put every later frame of a bulk transfer
                 # through h2's buffer, and h2 hex-encodes each received DATA frame's whole
                 # payload for its trace log (most of a receiving ztunnel's CPU in a bulk run).
-                self._held += data[pos:]
-                self._held_need = need or 9
-            else:
-                events += super().receive_data(data[pos:] if pos else data)
+                # Held as the header and a list of payload pieces, each copied once, joined once.
+                if need:
+                    self._held_head = bytes(view[pos:pos + 9])
+                    self._held_parts = [bytes(view[pos + 9:end])]
+                    self._held_len = end - pos - 9
+                    self._held_need = need
+                else:
+                    self._held_head = bytes(view[pos:end])
+                return events
+        if pos < end:
+            if t is memoryview:
+                data = bytes(data)
+            events += super().receive_data(data[pos:] if pos else data)
+        return events
+
+    def _lean_stream(self, sid: int, length: int) -> Any:
+        """The stream a DATA frame (no flags) of ``length`` goes to if the lean path may take it:
+        open for receiving, not counting content-length, within both windows and the size."""
+        if not length or length > self.max_inbound_frame_size:
+            return None
+        stream = self.streams.get(sid)
+        if (stream is None
+                or (stream.state_machine.state is not _OPEN and stream.state_machine.state is not _HALF_CLOSED_LOCAL)
+                or not stream.state_machine.headers_received
+                or stream._expected_content_length is not None
+                or length > self._inbound_flow_control_window_manager.current_window_size
+                or length > stream._inbound_window_manager.current_window_size):
+            return None
+        return stream
+
+    def _take(self, stream: Any, sid: int, length: int, payload: bytes) -> h2.events.Event:
+        """The state changes h2 makes for a DATA frame it accepts, and its event."""
+        self._inbound_flow_control_window_manager.current_window_size -= length
+        stream._inbound_window_manager.current_window_size -= length
+        stream._actual_content_length += length
+        self.lean_received += 1
+        ev = _DataReceived(stream_id=sid)
+        ev.data = payload
+        ev.flow_controlled_length = length
+        return ev
+
+    def _continue_held(self, data: Any) -> list[h2.events.Event]:
+        head = self._held_head
+        n = len(data)
+        if len(head) < 9:  # a frame header split across reads (rare): start over with it whole
+            if len(head) + n < 9:
+                self._held_head = head + bytes(data)
+                return []
+            self._held_head = b""
+            return self._receive(head + bytes(data))
+        need = self._held_need - self._held_len
+        if n < need:
+            self._held_parts.append(bytes(data))
+            self._held_len += n
+            return []
+        parts = self._held_parts
+        parts.append(bytes(data[:need]))
+        payload = b"".join(parts)
+        self._held_head, self._held_parts, self._held_len, self._held_need = b"", [], 0, 0
+        length = len(payload)
+        sid = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        conn_state = self.state_machine.state
+        stream = (self._lean_stream(sid, length)
+                  if conn_state is _CLIENT_OPEN or conn_state is _SERVER_OPEN else None)
+        if stream is None:  # things changed while the frame was arriving: h2 decides, as before
+            return super().receive_data(head + payload + bytes(data[need:]))
+        events = [self._take(stream, sid, length, payload)]
+        if n > need:
+            events += self._receive(memoryview(data)[need:] if type(data) is not memoryview else data[need:])
         return events
 
 

@@ -36,6 +36,7 @@ import enum
 import ipaddress
 import logging
 import secrets
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -222,11 +223,15 @@ def forwarded(src: str, host: str | None = None) -> str:
 
 
 class _Stream:
-    __slots__ = ("state", "out", "end_pending")
+    __slots__ = ("state", "out", "out_len", "end_pending")
 
     def __init__(self) -> None:
         self.state = S.IDLE
-        self.out = bytearray()  # waiting for flow-control window
+        # Waiting for flow-control window: the senders' own ``bytes`` in order (a bulk sender
+        # meets the window often; a queue of pieces costs no copy in or out but where a piece is
+        # split at the window's edge), and their total length.
+        self.out: deque[bytes] = deque()
+        self.out_len = 0
         self.end_pending = False
 
 
@@ -264,6 +269,13 @@ class _HboneConnection:
         self.closed = False
 
     # --- outbound ---------------------------------------------------------------------------
+    def data_to_send_parts(self) -> list[bytes | bytearray]:
+        """:meth:`data_to_send` as pieces to write in order (``writelines``): big DATA payloads
+        stay the senders' own ``bytes`` (see ``LeanDataConnection.data_to_send_parts``)."""
+        if self._acked >= ACK_BATCH or len(self._acks) > ACK_STREAMS:
+            self._give_credit()
+        return self._conn.data_to_send_parts()
+
     def data_to_send(self) -> bytes | bytearray:
         """Everything to write; first hands h2 the credit collected by :meth:`ack` once it adds
         up to :data:`ACK_BATCH` (one ``acknowledge_received_data`` per stream and batch)."""
@@ -286,6 +298,8 @@ class _HboneConnection:
         if data:
             if st.state is not S.OPEN:  # (OPEN, send_data) stays OPEN: skip the table per message
                 st.state = next_state(st.state, "send_data")
+            if type(data) is not bytes:
+                data = bytes(data)  # the caller may change its buffer; queued pieces must not
             if not st.out and not end_stream:
                 try:  # the common case: one frame now (h2 checks window and frame size first)
                     self._conn.send_data(stream_id, data)
@@ -295,7 +309,8 @@ class _HboneConnection:
                 except h2.exceptions.StreamClosedError:
                     self._streams.pop(stream_id, None)
                     return
-            st.out += data
+            st.out.append(data)
+            st.out_len += len(data)
         if end_stream:
             st.end_pending = True
         self._flush(stream_id, st)
@@ -305,7 +320,7 @@ class _HboneConnection:
 
     def buffered(self, stream_id: int) -> int:
         st = self._streams.get(stream_id)
-        return len(st.out) if st is not None else 0
+        return st.out_len if st is not None else 0
 
     def _flush(self, stream_id: int, st: _Stream) -> bool:
         """Send what the windows allow; returns True if something went out."""
@@ -313,15 +328,20 @@ class _HboneConnection:
         out = st.out
         sent = False
         while out:
-            n = min(len(out), conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+            n = min(st.out_len, conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
             if n <= 0:
                 return sent
-            if n == len(out):
-                chunk = bytes(out)
-                out.clear()
-            else:
-                chunk = bytes(memoryview(out)[:n])
-                del out[:n]
+            chunk = out.popleft()
+            if len(chunk) > n:  # split at the window's (or frame size's) edge
+                out.appendleft(chunk[n:])
+                chunk = chunk[:n]
+            elif out and len(chunk) + len(out[0]) <= n:  # small pieces queued behind a window: one frame
+                pieces, size = [chunk], len(chunk)
+                while out and size + len(out[0]) <= n:
+                    size += len(out[0])
+                    pieces.append(out.popleft())
+                chunk = b"".join(pieces)
+            st.out_len -= len(chunk)
             end = not out and st.end_pending  # END_STREAM rides on the last DATA frame
             if end:
                 st.end_pending = False
@@ -383,7 +403,7 @@ class _HboneConnection:
             self._streams.pop(stream_id, None)
 
     # --- inbound ----------------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         if self.closed:
             return []
         try:

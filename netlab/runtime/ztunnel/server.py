@@ -28,6 +28,7 @@ from typing import Any
 import h2
 
 from netlab.errors import NetlabError
+from netlab.linux import malloc
 from netlab.runtime.ready import notify_ready
 from netlab.runtime.tasks import create_task
 from netlab.runtime.ztunnel import certs, h2lean, zds_client
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    malloc.tune_for_bulk()  # bulk relaying: keep the heap's top instead of brk() churn per read
     try:
         cfg = Config.load(args.config)
         level = args.log_level or ("debug" if args.verbose else cfg.log_level)

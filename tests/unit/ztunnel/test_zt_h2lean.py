@@ -49,6 +49,27 @@ class Twin:
             self.dead = True  # a connection error: h2 has queued its GOAWAY
         return out[0]
 
+    def receive_from_buffer(self, chunk: bytes) -> Any:
+        """``receive_data`` as the ztunnel calls it: the lean side gets a view of a read buffer that
+        is overwritten as soon as the call returns (stock h2 gets the bytes). Events compared
+        after the overwrite, so an event that kept a view of the buffer would differ."""
+        buf = bytearray(len(chunk) + 7)
+        buf[3:3 + len(chunk)] = chunk
+        out = []
+        for conn, arg in ((self.stock, chunk), (self.lean, memoryview(buf)[3:3 + len(chunk)])):
+            try:
+                r = conn.receive_data(arg)
+            except Exception as e:  # noqa: BLE001 - the point is that both fail alike
+                out.append(("error", type(e).__name__, str(e)))
+            else:
+                out.append(r)
+        buf[:] = b"\xee" * len(buf)
+        out = [x if isinstance(x, tuple) else ("ok", [norm(e) for e in x]) for x in out]
+        assert out[0] == out[1], (len(chunk), out)
+        if out[0][0] == "error":
+            self.dead = True
+        return out[0]
+
     def check(self) -> None:
         s, le = self.stock, self.lean
         assert s.state_machine.state == le.state_machine.state
@@ -62,17 +83,22 @@ class Twin:
             assert a.outbound_flow_control_window == b.outbound_flow_control_window, sid
             assert a._inbound_window_manager.current_window_size == b._inbound_window_manager.current_window_size
             assert a._actual_content_length == b._actual_content_length
-        assert bytes(s._data_to_send) == bytes(le._data_to_send)
+        assert bytes(s._data_to_send) == le.queued()
 
 
 def pump(a: Twin, b: Twin, rng: random.Random) -> list:
-    """What ``a`` has to send, into ``b`` in random pieces; b's events."""
-    ok, data = a.call("data_to_send")
+    """What ``a`` has to send (from the lean side as ``data_to_send`` or as the pieces of
+    ``data_to_send_parts``, as the ztunnel takes it), into ``b`` in random pieces; b's events."""
+    if rng.random() < 0.5:
+        ok, data = a.call("data_to_send")
+    else:
+        data = bytes(a.stock.data_to_send())
+        assert b"".join(a.lean.data_to_send_parts()) == data
     events: list = []
     while data and not b.dead:
         n = rng.choice([len(data)] * 4 + [rng.randint(1, len(data)), 9, 17])
         chunk, data = data[:n], data[n:]
-        res = b.call("receive_data", chunk)
+        res = b.receive_from_buffer(bytes(chunk)) if rng.random() < 0.5 else b.call("receive_data", chunk)
         if res[0] == "ok":
             events += res[1]
     return events
@@ -230,9 +256,9 @@ def full_state(conn: h2.connection.H2Connection) -> dict:
     fb = conn.incoming_buffer
     return dict(
         state=conn.state_machine.state, out=conn.outbound_flow_control_window,
-        inw=vars(conn._inbound_flow_control_window_manager).copy(), queued=bytes(conn._data_to_send),
+        inw=vars(conn._inbound_flow_control_window_manager).copy(), queued=conn.queued() if hasattr(conn, "queued") else bytes(conn._data_to_send),
         # bytes received but not yet framed: h2's buffer, plus what the lean path holds back
-        fb=(bytes(getattr(conn, "_held", b"")) + bytes(fb._data), fb._preamble_len, len(fb._headers_buffer)),
+        fb=((conn.held() if hasattr(conn, "held") else b"") + bytes(fb._data), fb._preamble_len, len(fb._headers_buffer)),
         closed=dict(conn._closed_streams),
         max=(conn.max_inbound_frame_size, conn.max_outbound_frame_size),
         highest=(conn.highest_inbound_stream_id, conn.highest_outbound_stream_id),
@@ -399,6 +425,28 @@ def test_frames_larger_than_a_read_stay_on_the_lean_path() -> None:
         outs.append((events, full_state(s)))
         if cls is LeanDataConnection:
             assert s.lean_received == 8
+    assert outs[0] == outs[1]
+
+
+def test_big_payloads_are_queued_as_they_are() -> None:
+    """A DATA payload of SEAL_MIN or more is written from the caller's own ``bytes`` (no copy into
+    the queue), behind its header; smaller ones are copied in. The bytes on the wire are h2's."""
+    outs = []
+    big, small = b"b" * h2lean.SEAL_MIN, b"s" * (h2lean.SEAL_MIN - 1)
+    for cls in (h2.connection.H2Connection, LeanDataConnection):
+        c, s = opened(cls)
+        c.send_data(1, small)
+        c.send_data(1, big)
+        c.send_data(1, small)
+        if cls is LeanDataConnection:
+            parts = c.data_to_send_parts()
+            assert any(p is big for p in parts) and not any(p is small for p in parts)
+            assert c.data_to_send_parts() == []
+            wire = b"".join(parts)
+        else:
+            wire = c.data_to_send()
+        outs.append(wire)
+        assert [e.data for e in s.receive_data(wire)] == [small, big, small]
     assert outs[0] == outs[1]
 
 
