@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 H2_STREAM_HIGH = 512 * 1024
+# A stream's write of this size or more is written to the connection at once (bulk: nothing to
+# gain by waiting); smaller ones at the end of the event loop's turn (see H2Driver.flush_soon).
+FLUSH_NOW = 16 * 1024
 POOL_IDLE_SECONDS = 30.0
 
 
@@ -115,7 +118,10 @@ class H2StreamEnd:
         except ProtocolError as e:  # called from a read callback: fail the relay, never raise
             self.fail(str(e))
             return
-        drv.flush()
+        if len(data) >= FLUSH_NOW:
+            drv.flush()
+        else:
+            drv.flush_soon()
 
     def write_eof(self) -> None:
         if self._error is None and not self.driver.core.closed:
@@ -178,7 +184,9 @@ class H2Driver(asyncio.BufferedProtocol):
         self._early: list[bytes] | None = []  # received before start()
         self._early_eof: str | None = None
         self._ended = False
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._flush_pending = False
         self._buf = read_buffer()
 
     def start(self) -> None:
@@ -190,6 +198,18 @@ class H2Driver(asyncio.BufferedProtocol):
             self.data_received(data)
         if self._early_eof is not None:
             self._shutdown(self._early_eof)
+
+    def flush_soon(self) -> None:
+        """Write what the core has once this turn of the event loop has read every socket that
+        was ready: the small messages of several streams then leave in one TLS write (one
+        record, one ``send``, and one wake-up of the peer) instead of one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def flush(self) -> None:
         parts = self.core.data_to_send_parts()
