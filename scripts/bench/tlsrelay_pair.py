@@ -57,11 +57,13 @@ class BlockingTls(Plain):
     def recv_into(self, buf: memoryview) -> int:
         try:
             return self.s.recv_into(buf)
-        except ssl.SSLZeroReturnError:
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             return 0
 
     def shutdown_write(self) -> None:
-        pass  # TLS 1.3 half-close is close_notify; the bench ends connections whole
+        # The TCP half-close under TLS (no close_notify: that needs the SSL object, which the
+        # other direction's thread is using); the peer relay reads it as EOF.
+        socket.socket.shutdown(self.s, socket.SHUT_WR)
 
 
 class LockedTls(BlockingTls):
@@ -94,7 +96,7 @@ class LockedTls(BlockingTls):
                     event = select.POLLIN
                 except ssl.SSLWantWriteError:
                     event = select.POLLOUT
-                except ssl.SSLZeroReturnError:
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return n
             self._wait(event)
 
@@ -129,7 +131,7 @@ class MemBioTls(BlockingTls):
                         n += self.obj.read(len(buf) - n, buf[n:])
                 except ssl.SSLWantReadError:
                     pass
-                except ssl.SSLZeroReturnError:
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return n
             if n:
                 return n
