@@ -448,6 +448,7 @@ class Forwarder:
             })
         drops: dict[str, dict[str, int]] = {"node": {}, "pod": {}}
         splits = {"node": 0, "pod": 0}
+        p: EncapPump | DecapPump
         for p in self.encap:
             splits[p.name.split(":", 1)[0]] += p.splits
         for p in self.pumps:

@@ -83,7 +83,7 @@ class Supervisor:
         keep = (w,) if w is not None else ()
         pid = proc.spawn(spec.ns, log_path=log_path, target=target, argv=list(spec.argv) if spec.argv else None,
                          env=env, comm=spec.comm, hosts=spec.hosts, keep_fds=keep)
-        if w is not None:
+        if r is not None and w is not None:  # both or neither
             os.close(w)
             os.set_blocking(r, False)
             self.sel.register(r, selectors.EVENT_READ, ("ready", c.name))
@@ -167,20 +167,22 @@ class Supervisor:
         op = req.get("op")
         if op == "status":
             return {"ok": True, "processes": self.status(), "pid": os.getpid()}
-        name = req.get("name")
-        if op in ("restart", "stop", "remove") and name not in self.children:
-            return {"ok": False, "error": f"no process {name!r} in lab {self.lab}"}
-        if op == "restart":
-            c = self.children[name]
-            self.stop_child(c)
-            c.stopped = False
-            c.restarts += 1
-            self.start(c)
-            return {"ok": True, "pid": c.pid}
-        if op == "stop":
-            self.stop_child(self.children[name])
-            return {"ok": True}
-        if op == "remove":  # stop for good: the process is no longer part of the lab
+        if op in ("restart", "stop", "remove"):
+            name = req.get("name")
+            if name not in self.children:
+                return {"ok": False, "error": f"no process {name!r} in lab {self.lab}"}
+            assert isinstance(name, str)  # a key of self.children
+            if op == "restart":
+                c = self.children[name]
+                self.stop_child(c)
+                c.stopped = False
+                c.restarts += 1
+                self.start(c)
+                return {"ok": True, "pid": c.pid}
+            if op == "stop":
+                self.stop_child(self.children[name])
+                return {"ok": True}
+            # remove: stop for good, the process is no longer part of the lab
             self.stop_child(self.children.pop(name))
             return {"ok": True}
         if op == "start":
@@ -188,13 +190,13 @@ class Supervisor:
                 spec = ProcessSpec.from_json(req["spec"])
             except (KeyError, TypeError, ValueError) as e:
                 return {"ok": False, "error": f"bad spec: {e}"}
-            c = self.children.get(spec.name)
-            if c is None:
-                c = self.children[spec.name] = Child(spec)
-            c.spec, c.stopped = spec, False
-            if c.pid is None:
-                self.start(c)
-            return {"ok": True, "pid": c.pid}
+            sc = self.children.get(spec.name)
+            if sc is None:
+                sc = self.children[spec.name] = Child(spec)
+            sc.spec, sc.stopped = spec, False
+            if sc.pid is None:
+                self.start(sc)
+            return {"ok": True, "pid": sc.pid}
         if op == "shutdown":
             self.stopping = True
             return {"ok": True}

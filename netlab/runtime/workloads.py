@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, str, dict[str, str], bytes, tuple], Awaitable[tuple[int, str, bytes]]]
@@ -68,7 +69,7 @@ def make_handler(app: str, pod: str, version: str) -> Handler:
             "ISBN-13": "123-1234567890", "served_by": pod}).encode()
 
     async def reviews(method, path, headers, body, peer):
-        out = {"id": "0", "podname": pod, "version": version, "reviews": [
+        out: dict[str, Any] = {"id": "0", "podname": pod, "version": version, "reviews": [
             {"reviewer": "Reviewer1", "text": "An extremely entertaining play by Shakespeare."},
             {"reviewer": "Reviewer2", "text": "Absolutely fun and entertaining."}]}
         if version in ("v2", "v3"):

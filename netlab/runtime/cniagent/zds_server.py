@@ -57,6 +57,7 @@ class _Conn:
         self.thread = threading.Thread(target=self.run, name=f"zds-conn-{n}", daemon=True)
 
     def _exchange(self) -> AckReceived:
+        fds: tuple[int, ...] | list[int]
         for data, fds in self.core.data_to_send():
             send_msg(self.sock, data, fds)
         data, fds = recv_msg(self.sock, DEADLINE_S)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from netlab.errors import ProtocolError
 from netlab.runtime.tasks import create_task
@@ -341,6 +342,8 @@ class H2Driver(asyncio.BufferedProtocol):
 class H2ClientConn(H2Driver):
     """A pooled ztunnel -> peer:15008 connection."""
 
+    core: hbone.HboneClient
+
     def __init__(self, name: str, peer_identity: str = "") -> None:
         super().__init__(name)
         self.core = hbone.HboneClient()
@@ -387,8 +390,11 @@ class H2ClientConn(H2Driver):
 class H2ServerConn(H2Driver):
     """An accepted :15008 connection; each CONNECT is handed to ``on_request`` in its own task."""
 
+    core: hbone.HboneServer
+
     def __init__(self, name: str,
-                 on_request: Callable[[H2ServerConn, hbone.ConnectRequest, H2StreamEnd], Awaitable[None]]) -> None:
+                 on_request: Callable[[H2ServerConn, hbone.ConnectRequest, H2StreamEnd],
+                                      Coroutine[Any, Any, None]]) -> None:
         super().__init__(name)
         self.core = hbone.HboneServer()
         self._on_request = on_request

@@ -89,7 +89,8 @@ class LeanDataConnection(h2.connection.H2Connection):
         out = self._data_to_send
         out += _HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, stream_id)
         if n >= SEAL_MIN:  # a big payload is not copied into the queue: it follows it, as it is
-            self._sealed += (out, data if t is bytes else bytes(data))
+            # t is bytes or bytearray (checked above), so never a memoryview here
+            self._sealed += (out, data if t is bytes else bytes(data))  # type: ignore[arg-type]
             self._data_to_send = bytearray()
         else:
             out += data

@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from netlab.runtime.tasks import create_task
 from netlab.runtime.ztunnel.proxy import HBONE_PORT, INBOUND_PLAIN_PORT, OUTBOUND_PORT, Proxy, Scope
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[socket.socket, Scope], Awaitable[None]]
+Handler = Callable[[socket.socket, Scope], Coroutine[Any, Any, None]]
 
 
 class ListenerSet:

@@ -320,7 +320,10 @@ def _describe(exc: BaseException) -> str:
 async def _wait(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
     fut = loop.create_future()
     add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
-    add(fd, lambda: fut.done() or fut.set_result(None))
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+    add(fd, ready)
     try:
         await fut
     finally:
