@@ -23,8 +23,8 @@ def doctor(json_: JsonOpt = False) -> None:
                   status="ok" if not bad else "error", errors=[f"{c.name}: {c.detail}" for c in bad])
     else:
         t = Table(title="netlab doctor")
-        for c in ("check", "result", "detail", "fix"):
-            t.add_column(c)
+        for col in ("check", "result", "detail", "fix"):
+            t.add_column(col)
         for c in checks:
             res = "ok" if c.ok else ("MISSING" if c.required else "fallback")
             t.add_row(c.name, res, c.detail, "" if c.ok else c.fix)

@@ -50,7 +50,7 @@ def status(lab: LabArg = None, json_: JsonOpt = False) -> None:
             row = [p.name, str(p.pid or "-"), p.ns, "yes" if p.ready else "no", str(p.restarts)]
             if acked is not None:
                 pod = p.name.split("/", 1)[1] if p.name.startswith("pod/") else None
-                row.append("-" if pod is None or pod not in data[0].enrolled else ("acked" if pod in acked else "waiting"))
+                row.append("-" if pod is None or pod not in (data[0].enrolled or ()) else ("acked" if pod in acked else "waiting"))
             pt.add_row(*row)
         out.print(pt)
 

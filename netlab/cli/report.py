@@ -42,7 +42,7 @@ def report(
         return
     if not topology:
         raise LabError("TOPOLOGY is required (or --compare A/report.json B/report.json)")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from netlab.observe.report import runner
 
@@ -51,7 +51,7 @@ def report(
                           url=to, name=name)
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[phase]:<10}"),
                   TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal) as prog:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(design: str, phase: str) -> None:
             for d, t in tasks.items():

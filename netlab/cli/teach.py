@@ -37,7 +37,7 @@ def list_(json_: JsonOpt = False) -> None:
     for c in ("lab", "title", "design", "steps", "page"):
         t.add_column(c)
     for r in rows:
-        t.add_row(str(r["number"]), r["title"], r["mode"], str(r["steps"]), r["page"])
+        t.add_row(str(r["number"]), str(r["title"]), str(r["mode"]), str(r["steps"]), str(r["page"]))
     out.print(t)
 
 

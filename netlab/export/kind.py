@@ -24,14 +24,14 @@ What carries over from the topology, and what kind decides itself:
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from netlab.topology.model import Topology
 
 NODE_LABEL = "netlab/node"
-API_VERSION = "kind.x-k8s.io/v1alpha4"
+API_VERSION: Final = "kind.x-k8s.io/v1alpha4"
 
 
 class _KindModel(BaseModel):

@@ -44,15 +44,22 @@ def prepare_mesh(plan: Plan, state: str) -> None:
     certs.ensure_identities(os.path.join(state, "certs"), plan.registry.identities())
 
 
+def _need(p: Process, k: str) -> str:
+    """An argument the planner always gives this kind of process."""
+    v = p.arg(k)
+    assert v is not None, f"{p.name}: no {k}= argument"
+    return v
+
+
 def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") -> ProcessSpec:
     if p.kind == "workload":
-        app = p.arg("app")
+        app = _need(p, "app")
         if app == "sleep":
             return ProcessSpec(p.name, p.ns, argv=("sleep", "infinity"), ready="alive")
         return ProcessSpec(p.name, p.ns, comm=app, ready="pipe",
-                           workload=Workload(app, p.arg("pod"), int(p.arg("port")), p.arg("version")))
+                           workload=Workload(app, _need(p, "pod"), int(_need(p, "port")), _need(p, "version")))
     if p.kind == "ztunnel":
-        node = p.arg("node")
+        node = _need(p, "node")
         cfg = {"node": node, "mode": p.arg("mode"), "registry": names.registry_path(state),
                "certs_dir": os.path.join(state, "certs"),
                "access_log": os.path.join(names.logs_dir(state), f"ztunnel.{node}.access.log"),
@@ -67,13 +74,13 @@ def spec(plan: Plan, p: Process, state: str, iptables_backend: str = "restore") 
     if p.kind == "geneve":
         node = p.name.split("/", 1)[1]
         return ProcessSpec(p.name, p.ns, hosts=False, ready="pipe", argv=_py(
-            "netlab.runtime.geneve", "--node-netns", p.arg("node-netns"), "--pod-netns", p.arg("pod-netns"),
-            "--node-ip", p.arg("node-ip"), "--pod-ip", p.arg("pod-ip"), "--port", p.arg("port"),
+            "netlab.runtime.geneve", "--node-netns", _need(p, "node-netns"), "--pod-netns", _need(p, "pod-netns"),
+            "--node-ip", _need(p, "node-ip"), "--pod-ip", _need(p, "pod-ip"), "--port", _need(p, "port"),
             "--stats-file", os.path.join(names.logs_dir(state), f"geneve.{node}.stats.json")))
     if p.kind == "cni-agent":
         from netlab.runtime.cniagent import agent as cniagent
 
-        node = p.arg("node")
+        node = _need(p, "node")
         path = cniagent.write_config(plan, node, state)
         from netlab.apply.iptables import VARIANT_ENV, backend_variant
 

@@ -26,11 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netlab.errors import LabError, PreflightError
 from netlab.linux import nsenter
 from netlab.observe import pcapfiles
 from netlab.observe.model import CaptureResult, InterfaceCapture
+
+if TYPE_CHECKING:
+    from scapy.arch.common import bpf_program
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def lab_interfaces(members: dict[str, str], only: Sequence[str] = ()) -> list[In
                 cur.add(dev)
         else:
             wanted[target] = None
-    out = []
+    out: list[Interface] = []
     for member, ns in sorted(members.items()):
         if only and member not in wanted:
             continue
@@ -97,7 +101,7 @@ def lab_interfaces(members: dict[str, str], only: Sequence[str] = ()) -> list[In
     return out
 
 
-def compile_bpf(expr: str | None) -> object | None:
+def compile_bpf(expr: str | None) -> bpf_program | None:
     """libpcap's compiler (through scapy) for an Ethernet link; a bad filter is one clear error."""
     if not expr:
         return None
@@ -134,7 +138,7 @@ def _hw_type(sock: socket.socket, device: str) -> int:
     return struct.unpack_from("=H", fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, req), 16)[0]
 
 
-def _open_socket(iface: Interface, bpf: object | None) -> tuple[socket.socket, bool] | None:
+def _open_socket(iface: Interface, bpf: bpf_program | None) -> tuple[socket.socket, bool] | None:
     """A socket bound to one device, made in (and forever belonging to) that device's netns.
 
     Created with protocol 0 so it sees nothing until ``bind`` names the device and ETH_P_ALL:
@@ -153,7 +157,7 @@ def _open_socket(iface: Interface, bpf: object | None) -> tuple[socket.socket, b
             # scapy takes about a second to import: loaded only when packets are read
             from scapy.arch.linux import sock_fprog
 
-            s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(bpf.bf_len, bpf.bf_insns))  # type: ignore[attr-defined]
+            s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, sock_fprog(bpf.bf_len, bpf.bf_insns))
         s.bind((iface.device, ETH_P_ALL))
         s.setblocking(False)
     except OSError:

@@ -263,21 +263,21 @@ def reconstruct(sightings: Iterable[pcapfiles.Sighting], entries: list[AccessEnt
         if best is not None:
             k = best[1]
             used_in.add(k)
-            i = inbound[k]
-            lines.append(i.line)
-            if i.ztunnel not in zts:
-                zts.append(i.ztunnel)
-            b = find_leg(i.src, i, HBONE_PORT) if i.dst[1] == HBONE_PORT else None
+            ie = inbound[k]
+            lines.append(ie.line)
+            if ie.ztunnel not in zts:
+                zts.append(ie.ztunnel)
+            b = find_leg(ie.src, ie, HBONE_PORT) if ie.dst[1] == HBONE_PORT else None
             if b is not None:
                 used.add(b)
-                legs[b] = dataclasses.replace(legs[b], role="hbone", client=o.ztunnel, server=f"{i.ztunnel}:{HBONE_PORT}")
+                legs[b] = dataclasses.replace(legs[b], role="hbone", client=o.ztunnel, server=f"{ie.ztunnel}:{HBONE_PORT}")
                 chain.append(b)
-            target = i.hbone or o.dst
-            c = _find_upstream(legs, used, i, upstream_at.get((i.src[0], target), []),
-                               upstream_starts.get((i.src[0], target), []))
+            target = ie.hbone or o.dst
+            c = _find_upstream(legs, used, ie, upstream_at.get((ie.src[0], target), []),
+                               upstream_starts.get((ie.src[0], target), []))
             if c is not None:
                 used.add(c)
-                legs[c] = dataclasses.replace(legs[c], role="from-ztunnel", client=i.ztunnel)
+                legs[c] = dataclasses.replace(legs[c], role="from-ztunnel", client=ie.ztunnel)
                 chain.append(c)
         last = legs[chain[-1]]
         server = last.server if last.role == "from-ztunnel" else (o.dst_workload or names.ip(o.dst[0]))

@@ -132,7 +132,7 @@ def parse(data: bytes, netns: str) -> list[TraceEvent]:
     return out
 
 
-def _bytes(v: object) -> bytes | None:
+def _bytes(v: str | bytes | None) -> bytes | None:
     if v is None:
         return None
     return bytes(v) if not isinstance(v, str) else bytes.fromhex(v.replace(":", ""))

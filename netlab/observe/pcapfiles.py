@@ -129,7 +129,9 @@ def _merge(inputs: list[MergeInput], tmp: str) -> int:
     try:
         streams = [_read_pcap(i, m.path, m.directions) for i, m in enumerate(inputs)]
         for ts, index, direction, data in heapq.merge(*streams):
-            w._write_packet(data, LINKTYPE_ETHERNET, sec=Decimal(ts) / 1_000_000_000, ifname=names[index],
+            # a Decimal, not the float scapy's comment says: it keeps the nanoseconds (scapy takes it)
+            w._write_packet(data, LINKTYPE_ETHERNET, sec=Decimal(ts) / 1_000_000_000,  # type: ignore[arg-type]
+                            ifname=names[index],
                             direction=direction or None)
             count += 1
     finally:
@@ -163,7 +165,7 @@ class MergedReader(RawPcapNgReader):
     interface blocks are always scapy's. ``tests/unit/test_pcapfiles.py`` checks both paths agree.
     """
 
-    def _read_block_epb(self, block: bytes, size: int):  # type: ignore[override]
+    def _read_block_epb(self, block: bytes, size: int):
         if self.endian != "<" or len(block) < 20:
             return self._scapy_epb(block, size)
         intid, tshigh, tslow, caplen, wirelen = _EPB.unpack_from(block)
@@ -192,7 +194,8 @@ class MergedReader(RawPcapNgReader):
         where: dict[int, tuple[str, str]] = {}
         while True:
             try:
-                got = self._read_block()
+                # our _read_block_epb's (data, (intid, ts, tsresol, wirelen, direction)), not scapy's metadata
+                got: tuple[bytes, tuple[int, int, int, int, int | None]] | None = self._read_block()  # type: ignore[assignment]
             except EOFError:
                 return
             if got is None:
@@ -207,7 +210,8 @@ class MergedReader(RawPcapNgReader):
 
 def read_merged(path: str) -> Iterator[Sighting]:
     """The packets of a merged pcapng, in file (= timestamp) order."""
-    with MergedReader(path) as r:
+    r = MergedReader(path)  # (scapy's __enter__ is typed as returning its base class)
+    with r:
         yield from r.sightings()
 
 

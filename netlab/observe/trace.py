@@ -235,6 +235,7 @@ def packets_of(events: list[nftrace.TraceEvent], table: str) -> list[_Packet]:
     """Split one netns's events into packet traversals: each starts at our own nftrace rule."""
     current: dict[int, _Packet] = {}
     out: list[_Packet] = []
+    p: _Packet | None
     for e in events:
         if e.table.startswith(TRACE_TABLE):
             if e.table != table:
@@ -257,6 +258,7 @@ def steps_of(ns: str, member: str, pkt: _Packet, texts: dict[tuple, dict[int, st
     mark = pkt.events[0].mark if pkt.events else 0
     hook = None
     pre_hdr = pre_iif = None
+    ips: tuple[str, str] | None
     routed = False
     for e in pkt.events:
         ours = e.table.startswith(TRACE_TABLE)

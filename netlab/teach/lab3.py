@@ -58,7 +58,7 @@ def _one_syn(ctx: Ctx) -> Outcome:
 
 def _source_ip(ctx: Ctx) -> Outcome:
     server = pod_ip(ctx, "productpage-v1")
-    seen = {}
+    seen: dict[str, str] = {}
     for ln in probe.conntrack(ctx.lab, SERVER_NODE):
         f = ln.split()
         if f"dst={server}" in f and "dport=9080" in f:

@@ -142,7 +142,7 @@ def netns_fds(pid: int) -> set[int]:
     one received from ``/proc/<pid>/ns/net`` as ``net:[<inode>]``; ``stat`` through the link gives
     the namespace's inode either way.
     """
-    out = set()
+    out: set[int] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -173,7 +173,7 @@ class AccessLine:
 def access_log(lab: str, node: str, since: float = 0.0) -> list[AccessLine]:
     """ztunnel-<node>'s ``connection complete`` lines at or after ``since`` (epoch seconds)."""
     path = os.path.join(names.state_dir(lab), "logs", f"ztunnel.{node}.access.log")
-    out = []
+    out: list[AccessLine] = []
     try:
         with open(path, errors="replace") as f:
             lines = f.readlines()

@@ -142,12 +142,12 @@ def layout(path: Path, where: Callable[[str], Where], title: str = "") -> Diagra
     leg_of = [i for i, leg in enumerate(path.legs) for _ in leg.hops]
     arrows = []
     for k in range(1, len(hops)):
-        a, b = hops[k - 1], hops[k]
-        pa, pb = boxes[a.netns].pills[a.device], boxes[b.netns].pills[b.device]
+        ha, hb = hops[k - 1], hops[k]
+        pa, pb = boxes[ha.netns].pills[ha.device], boxes[hb.netns].pills[hb.device]
         if pa is pb:
             continue
         leg = path.legs[leg_of[k]]
-        enc = "geneve" if b.encap == "geneve" or a.encap == "geneve" else leg.encap
+        enc = "geneve" if hb.encap == "geneve" or ha.encap == "geneve" else leg.encap
         arrows.append(_arrow(k, pa, pb, COLORS.get(enc, COLORS["none"]), enc == "geneve"))
     legend = []
     for i, leg in enumerate(path.legs, 1):
