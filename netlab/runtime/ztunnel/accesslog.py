@@ -23,7 +23,9 @@ dst.addr=10.0.0.2:15008 direction="outbound" bytes_sent=67 bytes_recv=490 durati
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,9 +37,14 @@ log = logging.getLogger(__name__)
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+@functools.lru_cache(maxsize=4096)
 def debug_quote(value: str) -> str:
-    """Quote like Rust's ``{:?}`` for str (what tracing does for string fields)."""
-    if not any(c in _ESCAPES or c < " " for c in value):
+    """Quote like Rust's ``{:?}`` for str (what tracing does for string fields). Cached: the
+    same workload names and identities come back on every connection."""
+    if _NEEDS_ESCAPE.search(value) is None:
         return f'"{value}"'
     out = []
     for c in value:

@@ -70,6 +70,12 @@ def test_debug_quote_escapes() -> None:
     assert debug_quote("\x01") == '"\\u{1}"'
 
 
+def test_debug_quote_escapes_delete_alone() -> None:
+    """DEL (0x7f) is escaped as Rust escapes it, also in a string with nothing else to escape
+    (the quick check used to let it through unescaped)."""
+    assert debug_quote("a\x7fb") == '"a\\u{7f}b"'
+
+
 def test_access_log_writes_one_line() -> None:
     """AccessLog.complete writes the line with a newline and returns it."""
     buf = io.StringIO()
