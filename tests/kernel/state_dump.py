@@ -3,8 +3,9 @@
 One dump per lab: for each member netns its links (``ip -d``), addresses, routes of every
 table (IPv4 and IPv6), rules, ipsets, ``iptables-save`` and hosts file. What the kernel picks
 afresh each time is masked: MAC addresses and the IPv6 link-local addresses made from them,
-ifindexes, netns ids of veth peers, bridge timers, ipset hash seeds (and so member order), and how far IPv6 duplicate address
-detection has got on each link-local address. Two builds of the same plan must give the
+ifindexes, netns ids of veth peers, bridge timers, ipset hash seeds (and so member order), how far IPv6 duplicate address
+detection has got on each link-local address, and the order of the IPv6 routes the kernel
+adds by itself when each link gets its carrier (sorted). Two builds of the same plan must give the
 same dump, whatever code made the objects and in whatever order it batched them.
 """
 
@@ -30,6 +31,7 @@ MASKS = [
     (LINK_LOCAL, "fe80::LL"),
     (re.compile(r"\[\d+:\d+\]"), "[0:0]"),  # iptables counters
     (re.compile(r"initval 0x[0-9a-f]+"), "initval"),  # ipset's random hash seed
+    (re.compile(r"Size in memory: \d+"), "Size in memory: N"),  # the set's allocator, not its content
     (re.compile(r" tentative"), ""),  # IPv6 duplicate address detection still running
     (re.compile(r"^local fe80::LL .*\n", re.M), ""),  # added when that detection ends
 ]
@@ -68,7 +70,8 @@ def dump(lab: str, members: list[str]) -> str:
             "links": ip(ns, "-d", "link", "show"),
             "addrs": ip(ns, "addr", "show"),
             "routes4": ip(ns, "-4", "route", "show", "table", "all"),
-            "routes6": ip(ns, "-6", "route", "show", "table", "all"),
+            # the kernel adds these itself as each link gets its carrier: same set, any order
+            "routes6": "\n".join(sorted(ip(ns, "-6", "route", "show", "table", "all").splitlines())),
             "rules4": ip(ns, "-4", "rule", "show"),
             "rules6": ip(ns, "-6", "rule", "show"),
             "ipset": ipsets(run("ipset", "list", ns=ns, check=False)),
