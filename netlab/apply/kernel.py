@@ -4,7 +4,7 @@ Stages: netns -> links (bridges, veths with the peer placed straight into the ot
 tunnels) -> up -> addresses -> routes -> rules -> sysctls -> ipsets -> iptables -> hosts.
 Each stage walks every netns before the next starts, since a veth needs both ends' netns
 and an iptables rule may name an ipset. ``progress`` is called once per netns and stage.
-The bulk (veths, link flags, addresses, routes) goes through :mod:`netlab.apply.nlbatch`,
+The bulk (veths, link flags, addresses, routes, rules) goes through :mod:`netlab.apply.nlbatch`,
 one batch per netns and stage; the rest through pyroute2, in the same order as before.
 """
 
@@ -32,7 +32,7 @@ def _noop(stage: str, done: int, total: int) -> None:
 
 
 class _Netns:
-    """One netns's two channels: the batch (veths, link flags, addresses, routes) and, only
+    """One netns's two channels: the batch (veths, link flags, addresses, routes, rules) and, only
     if the netns has rarer objects, a pyroute2 socket. Every batched request is sent before
     any pyroute2 call, so the kernel sees the plan's order exactly."""
 
@@ -99,9 +99,9 @@ def apply_plan(plan: Plan, *, progress: Progress = _noop, iptables_backend: str 
             s = socks[n.name]
             for r in n.routes:
                 s.batch.add_route(r)
-            s.batch.commit()
             for rule in n.rules:
-                s.links.add_rule(rule)
+                s.batch.add_rule(rule)
+            s.batch.commit()
             progress("routes", i + 1, total)
     finally:
         for s in socks.values():

@@ -22,16 +22,18 @@ import struct
 
 from netlab.errors import ApplyError
 from netlab.linux import nsenter
-from netlab.plan.objects import Addr, Link, Route, normalise_dst
+from netlab.plan.objects import Addr, Link, Route, Rule, normalise_dst
 
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 18, 20, 24
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWRULE, RTM_GETRULE = 16, 18, 20, 24, 32, 34
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+FRA_GOTO, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 4, 6, 10, 15, 16
+FR_ACT_TO_TBL, FR_ACT_GOTO = 1, 2
 IFF_UP = 1
 IFA_F_NOPREFIXROUTE = 0x200
 RTNH_F_ONLINK = 4
@@ -90,6 +92,17 @@ def route_body(r: Route, oif: int) -> bytes:
     return head + attrs
 
 
+def rule_body(r: Rule) -> bytes:
+    table = 0 if r.goto is not None else (r.table or 0)
+    head = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, table if table < 256 else RT_TABLE_COMPAT, 0, 0,
+                       FR_ACT_GOTO if r.goto is not None else FR_ACT_TO_TBL, 0)
+    attrs = nla(FRA_PRIORITY, _u32(r.priority))
+    if r.fwmark is not None:
+        attrs += nla(FRA_FWMARK, _u32(r.fwmark)) + nla(FRA_FWMASK, _u32(r.mask if r.mask is not None else 0xFFFFFFFF))
+    attrs += nla(FRA_GOTO, _u32(r.goto)) if r.goto is not None else nla(FRA_TABLE, _u32(r.table or 0))
+    return head + attrs
+
+
 class RtnlBatch:
     """A raw rtnetlink socket made inside one lab netns, and the requests queued for it."""
 
@@ -144,6 +157,13 @@ class RtnlBatch:
         self._put(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
                   route_body(r, self._index(r.dev)), r.render())
 
+    def add_rule(self, r: Rule) -> None:
+        """Queued only if no rule (of any family) has its priority yet, as
+        :meth:`netlab.apply.netlink.NetnsLinks.add_rule` decides."""
+        if r.priority in self.rule_priorities():
+            return
+        self._put(RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, rule_body(r), r.render())
+
     def _index(self, name: str) -> int:
         if name not in self.index:
             raise ApplyError(f"{self.ns}: no link {name}", obj=f"link {name}", errno=errno.ENODEV)
@@ -182,13 +202,12 @@ class RtnlBatch:
                 off += (length + 3) & ~3
         return codes
 
-    def refresh_index(self) -> dict[str, int]:
-        """Every link of the netns by name (one dump), for the requests that need an ifindex."""
+    def _dump(self, msg_type: int, header: bytes) -> list[tuple[bytes, int]]:
+        """A dump request's replies: (message, offset of its body) each."""
         self.seq += 1
         seq = self.seq
-        self.sock.sendto(HDR.pack(HDR.size + IFINFO.size, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                         + IFINFO.pack(0, 0, 0, 0, 0), (0, 0))
-        index: dict[str, int] = {}
+        self.sock.sendto(HDR.pack(HDR.size + len(header), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + header, (0, 0))
+        out: list[tuple[bytes, int]] = []
         while True:
             data = self.sock.recv(1 << 20)
             off = 0
@@ -196,20 +215,39 @@ class RtnlBatch:
                 length, mtype, _, mseq, _ = HDR.unpack_from(data, off)
                 if mseq == seq:
                     if mtype == NLMSG_DONE:
-                        self.index = index
-                        return index
+                        return out
                     if mtype == NLMSG_ERROR:
                         code = -struct.unpack_from("=i", data, off + HDR.size)[0]
-                        raise ApplyError(f"{self.ns}: link dump: {os.strerror(code)}", obj="link dump", errno=code)
-                    if mtype == RTM_NEWLINK:
-                        ifindex = IFINFO.unpack_from(data, off + HDR.size)[2]
-                        a = off + HDR.size + IFINFO.size
-                        while a + 4 <= off + length:
-                            alen, akind = struct.unpack_from("=HH", data, a)
-                            if alen < 4:
-                                break
-                            if akind == IFLA_IFNAME:
-                                index[data[a + 4:a + alen].rstrip(b"\0").decode()] = ifindex
-                                break
-                            a += (alen + 3) & ~3
+                        raise ApplyError(f"{self.ns}: dump: {os.strerror(code)}", obj="dump", errno=code)
+                    out.append((data[off:off + length], HDR.size))
                 off += (length + 3) & ~3
+
+    @staticmethod
+    def _attr(msg: bytes, start: int, kind: int) -> bytes | None:
+        a = start
+        while a + 4 <= len(msg):
+            alen, akind = struct.unpack_from("=HH", msg, a)
+            if alen < 4:
+                return None
+            if akind & 0x3FFF == kind:
+                return msg[a + 4:a + alen]
+            a += (alen + 3) & ~3
+        return None
+
+    def refresh_index(self) -> dict[str, int]:
+        """Every link of the netns by name (one dump), for the requests that need an ifindex."""
+        index: dict[str, int] = {}
+        for msg, body in self._dump(RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0)):
+            name = self._attr(msg, body + IFINFO.size, IFLA_IFNAME)
+            if name is not None:
+                index[name.rstrip(b"\0").decode()] = IFINFO.unpack_from(msg, body)[2]
+        self.index = index
+        return index
+
+    def rule_priorities(self) -> set[int]:
+        """The priorities of every ip rule, IPv4 and IPv6 (one dump)."""
+        prios: set[int] = set()
+        for msg, body in self._dump(RTM_GETRULE, b"\0" * 12):
+            v = self._attr(msg, body + 12, FRA_PRIORITY)
+            prios.add(struct.unpack("=I", v)[0] if v else 0)
+        return prios

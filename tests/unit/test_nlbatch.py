@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from netlab.apply import nlbatch
-from netlab.plan.objects import Addr, Route
+from netlab.plan.objects import Addr, Route, Rule
 
 NS = "nl-x.a"
 F_CREATE_EXCL = 0x605
@@ -74,3 +74,17 @@ def test_unknown_device_is_a_plan_error_not_a_crash() -> None:
     with pytest.raises(nlbatch.ApplyError, match="no link veth9"):
         b.up("veth9")
 
+
+
+RULES = [
+    (Rule(ns=NS, priority=32764, fwmark=273, mask=4095, table=100),
+     "02000000640000010000000008000600fc7f000008000a001101000008001000ff0f000008000f0064000000"),
+    (Rule(ns=NS, priority=100, fwmark=0x200, mask=0x200, goto=32766),
+     "020000000000000200000000080006006400000008000a0000020000080010000002000008000400fe7f0000"),
+    (Rule(ns=NS, priority=103, table=100), "020000006400000100000000080006006700000008000f0064000000"),
+]
+
+
+@pytest.mark.parametrize(("rule", "want"), RULES, ids=[r.render() for r, _ in RULES])
+def test_rules(rule: Rule, want: str) -> None:
+    assert nlbatch.rule_body(rule).hex() == want
