@@ -229,7 +229,8 @@ class Agent:
             log.info("in-pod rules %s for pod %s (netns %s)", done, ref, p.netns)
             with self.lock:
                 self.enrolled.add(p.name)
-                self._save_enrolled()
+                if notify:  # at start-up the whole set is saved once, when every pod is done
+                    self._save_enrolled()
             zds_result = "not sent"
             if notify and self.zds is not None:
                 try:
