@@ -146,6 +146,27 @@ def gc_thresh3() -> int | None:
         return None
 
 
+def _cpu() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # all, idle + iowait
+
+
+def settle(limit: float = 60.0, busy: float = 0.25) -> float:
+    """Wait until the CPUs are idle again (under ``busy`` for two seconds in a row): after
+    ``down`` the kernel frees the lab's netns asynchronously (~10 s of one CPU at 1,000 pods),
+    and the next mode's ``up`` must not be timed against that. Returns the seconds waited."""
+    t0 = time.monotonic()
+    calm = 0
+    a = _cpu()
+    while calm < 2 and time.monotonic() - t0 < limit:
+        time.sleep(1.0)
+        b = _cpu()
+        calm = calm + 1 if (1 - (b[1] - a[1]) / max(1, b[0] - a[0])) < busy else 0
+        a = b
+    return round(time.monotonic() - t0, 1)
+
+
 def ztunnel_rss_mb(lab: str) -> list[float]:
     out = []
     for p in supervisor.request(lab, {"op": "status"}, timeout=10)["processes"]:
@@ -222,7 +243,9 @@ def main() -> None:
     for rnd in range(a.rounds):
         for n in sizes:
             for mode in a.modes.split(","):
+                waited = settle()
                 r = measure(n, mode, a.name, a.timeout, a.up_timeout)
+                r["settled_s"] = waited
                 r["round"] = rnd + 1
                 rows.append(r)
                 rss = f"{max(r['ztunnel_rss_mb']):.0f}/{sum(r['ztunnel_rss_mb']):.0f}" if r["ztunnel_rss_mb"] else "-"
