@@ -14,6 +14,7 @@ import shutil
 import subprocess
 
 from netlab.errors import ApplyError, PreflightError
+from netlab.linux import nsenter
 from netlab.linux.nsenter import netns_path
 
 log = logging.getLogger(__name__)
@@ -50,20 +51,29 @@ def tool(name: str, v: str | None = None) -> str:
 
 
 def in_netns(ns: str, argv: list[str]) -> list[str]:
+    """``argv`` as a command line that runs it in ``ns`` (for people and logs)."""
     return ["nsenter", f"--net={netns_path(ns)}", *argv]
+
+
+def _run(ns: str, argv: list[str], text: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` in ``ns`` as ``nsenter --net`` would, without nsenter's extra exec: the
+    child is started by this thread while it is inside ``ns`` (a child inherits the netns of
+    the thread that forks it). In-pod enrollment runs this twice per pod."""
+    with nsenter.netns(ns):
+        return subprocess.run(argv, input=text, capture_output=True, text=True)
 
 
 def restore(ns: str, text: str, *, noflush: bool = False, v: str | None = None) -> None:
     argv = [tool("iptables-restore", v), "-w", "5"] + (["--noflush"] if noflush else [])
     log.debug("%s: iptables-restore%s\n%s", ns, " --noflush" if noflush else "", text)
-    p = subprocess.run(in_netns(ns, argv), input=text, capture_output=True, text=True)
+    p = _run(ns, argv, text)
     if p.returncode != 0:
         raise ApplyError(f"{ns}: iptables-restore failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}",
                          obj="iptables-restore")
 
 
 def save(ns: str, v: str | None = None) -> str:
-    p = subprocess.run(in_netns(ns, [tool("iptables-save", v)]), capture_output=True, text=True)
+    p = _run(ns, [tool("iptables-save", v)])
     if p.returncode != 0:
         raise ApplyError(f"{ns}: iptables-save failed: {p.stderr.strip()}", obj="iptables-save")
     return p.stdout

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 1 << 20
 NETNS_RUN_DIR = "/var/run/netns"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -27,6 +28,14 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
     if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int) -> None:
+    """mount(2) (``MS_*`` flags), raising OSError like the other calls here."""
+    if _libc.mount(src.encode() if src else None, target.encode(), fstype.encode() if fstype else None,
+                   ctypes.c_ulong(flags), None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
 
 def unshare(flags: int) -> None:

@@ -13,7 +13,9 @@ so no probe can go around it; node-routing: ``up`` adds the pod to ``ztunnel-pod
 before it returns). A probe that fails is retried until it succeeds or ``--timeout``. ``up``'s
 own return time is reported too: in-pod, the CNI agent and ztunnel may still be enrolling pods
 then. With every probe connection still open (one per pod) the bench reads the ztunnels'
-resident memory (VmRSS). Each mode runs in turn for each size (``--rounds`` repeats the cycle);
+resident memory (VmRSS), and how often during the run the kernel's neighbour (ARP) table,
+one for the whole machine, was full (``arp full``: packets dropped until entries age out;
+see :func:`arp_table_fulls`). Each mode runs in turn for each size (``--rounds`` repeats the cycle);
 ``--mode none`` is the baseline. Prints a table and writes JSON (default
 bench-results/lifecycle.json).
 """
@@ -124,6 +126,47 @@ async def _serve_all(ns: str, ips: list[str], timeout: float, held: list[socket.
     await asyncio.gather(*(one(ip) for ip in ips))
 
 
+def arp_table_fulls() -> int:
+    """How many times the kernel's IPv4 neighbour table was full (``/proc/net/stat/arp_cache``,
+    summed over CPUs). The table is one for the whole machine, every netns included, and holds
+    ``net.ipv4.neigh.default.gc_thresh3`` entries (1024 by default); a lab needs about two per
+    pod it talks to (the node's entry for the pod, the pod's for its gateway), so at 1,000 pods
+    new entries wait for old ones to age out and packets are dropped meanwhile."""
+    with open("/proc/net/stat/arp_cache") as f:
+        head = f.readline().split()
+        col = head.index("table_fulls")
+        return sum(int(ln.split()[col], 16) for ln in f if ln.strip())
+
+
+def gc_thresh3() -> int | None:
+    try:
+        with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
+            return int(f.read())
+    except OSError:
+        return None
+
+
+def _cpu() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # all, idle + iowait
+
+
+def settle(limit: float = 60.0, busy: float = 0.25) -> float:
+    """Wait until the CPUs are idle again (under ``busy`` for two seconds in a row): after
+    ``down`` the kernel frees the lab's netns asynchronously (~10 s of one CPU at 1,000 pods),
+    and the next mode's ``up`` must not be timed against that. Returns the seconds waited."""
+    t0 = time.monotonic()
+    calm = 0
+    a = _cpu()
+    while calm < 2 and time.monotonic() - t0 < limit:
+        time.sleep(1.0)
+        b = _cpu()
+        calm = calm + 1 if (1 - (b[1] - a[1]) / max(1, b[0] - a[0])) < busy else 0
+        a = b
+    return round(time.monotonic() - t0, 1)
+
+
 def ztunnel_rss_mb(lab: str) -> list[float]:
     out = []
     for p in supervisor.request(lab, {"op": "status"}, timeout=10)["processes"]:
@@ -143,6 +186,7 @@ def measure(pods: int, mode: str, name: str, timeout: float, up_timeout: float |
         topo = load_topology(path)
         client_ns = names.netns(name, "client")
         ips = [str(p.ip) for p in topo.pods if p.name != "client"]
+        fulls0 = arp_table_fulls()
         t0 = time.monotonic()
         res = lablib.up(path, name=name, mode=mode, timeout=up_timeout)
         t_up = time.monotonic() - t0
@@ -154,6 +198,7 @@ def measure(pods: int, mode: str, name: str, timeout: float, up_timeout: float |
                 time.sleep(0.02)
         asyncio.run(_serve_all(client_ns, ips, max(1.0, deadline - time.monotonic()), held))
         t_served = time.monotonic() - t0
+        fulls = arp_table_fulls() - fulls0
         rss = ztunnel_rss_mb(name) if mode != "none" else []
         for s in held:
             s.close()
@@ -169,7 +214,8 @@ def measure(pods: int, mode: str, name: str, timeout: float, up_timeout: float |
             lablib.down(name)
     return {"pods": pods, "nodes": len(topo.nodes), "mode": mode, "up_return_s": round(t_up, 2),
             "up_serving_s": round(t_served, 2), "down_s": round(t_down, 2), "netns": res.netns,
-            "processes": res.processes, "ztunnel_rss_mb": rss, "load_1min": round(os.getloadavg()[0], 1)}
+            "processes": res.processes, "ztunnel_rss_mb": rss,
+            "arp_table_fulls": fulls, "load_1min": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:
@@ -193,19 +239,22 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows = []
     print(f"{'round':<6}{'mode':<14}{'pods':>6}{'nodes':>6}{'up returns s':>14}{'up serving s':>14}{'down s':>8}"
-          f"{'ztunnel RSS MB max/sum':>24}{'load':>6}")
+          f"{'ztunnel RSS MB max/sum':>24}{'arp full':>10}{'load':>6}")
     for rnd in range(a.rounds):
         for n in sizes:
             for mode in a.modes.split(","):
+                waited = settle()
                 r = measure(n, mode, a.name, a.timeout, a.up_timeout)
+                r["settled_s"] = waited
                 r["round"] = rnd + 1
                 rows.append(r)
                 rss = f"{max(r['ztunnel_rss_mb']):.0f}/{sum(r['ztunnel_rss_mb']):.0f}" if r["ztunnel_rss_mb"] else "-"
                 print(f"{rnd + 1:<6}{mode:<14}{n:>6}{r['nodes']:>6}{r['up_return_s']:>14.2f}{r['up_serving_s']:>14.2f}"
-                      f"{r['down_s']:>8.2f}{rss:>24}{r['load_1min']:>6}", flush=True)
+                      f"{r['down_s']:>8.2f}{rss:>24}{r['arp_table_fulls']:>10}{r['load_1min']:>6}", flush=True)
     os.makedirs(os.path.dirname(a.json_out) or ".", exist_ok=True)
     with open(a.json_out, "w") as f:
         json.dump({"benchmark": "lifecycle", "cores": os.cpu_count(), "max_pods_per_node": MAX_PODS_PER_NODE,
+                   "gc_thresh3": gc_thresh3(),
                    "rows": rows}, f, indent=1)
 
 

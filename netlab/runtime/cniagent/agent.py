@@ -44,6 +44,7 @@ from netlab import names
 from netlab.apply import iptables
 from netlab.apply.ipset import add_entry, apply_ipset, del_entry, open_ipset
 from netlab.apply.netlink import NetnsLinks
+from netlab.apply.nlbatch import RtnlBatch
 from netlab.linux import jsonline, nsenter
 from netlab.linux.files import write_atomic
 from netlab.plan import inpod
@@ -171,11 +172,17 @@ class Agent:
     def pod_rules(self, p: PodEntry) -> str:
         """Make the in-pod rules, reusing exact ones; returns what was done."""
         routes, rules, text = inpod.pod_objects(p.netns, self.version, dns=self.dns)
-        with NetnsLinks(p.netns) as nl:
+        nl = RtnlBatch(p.netns)  # a raw netlink socket: no pyroute2 request machinery per pod
+        try:
+            nl.refresh_index()
             for r in routes:
                 nl.add_route(r)
+            nl.commit()
             for ru in rules:
                 nl.add_rule(ru)
+            nl.commit()
+        finally:
+            nl.close()
         saved = iptables.save(p.netns)
         have = inpod.saved_chains(saved, (inpod.PRERT, inpod.OUTPUT))
         if have == inpod.wanted_chains(self.version, self.dns):
@@ -222,7 +229,8 @@ class Agent:
             log.info("in-pod rules %s for pod %s (netns %s)", done, ref, p.netns)
             with self.lock:
                 self.enrolled.add(p.name)
-                self._save_enrolled()
+                if notify:  # at start-up the whole set is saved once, when every pod is done
+                    self._save_enrolled()
             zds_result = "not sent"
             if notify and self.zds is not None:
                 try:
