@@ -98,11 +98,7 @@ def apply_plan(plan: Plan, *, progress: Progress = _noop, iptables_backend: str 
         for i, n in enumerate(nss):
             s = socks[n.name]
             for r in n.routes:
-                if r.dev:
-                    s.batch.add_route(r)
-                else:  # a gateway route whose device the kernel picks: the batch needs an ifindex
-                    s.batch.commit()  # keeps the order of the routes before it
-                    s.links.add_route(r)
+                s.batch.add_route(r)
             for rule in n.rules:
                 s.batch.add_rule(rule)
             s.batch.commit()

@@ -77,14 +77,17 @@ def addr_body(a: Addr, index: int) -> bytes:
     return struct.pack("=BBBBi", socket.AF_INET, a.prefixlen, 0, 0, index) + nla(IFA_ADDRESS, ip) + flags + nla(IFA_LOCAL, ip)
 
 
-def route_body(r: Route, oif: int) -> bytes:
+def route_body(r: Route, oif: int | None) -> bytes:
+    """``oif`` None: a gateway route without a device (the kernel picks it from the gateway)."""
     dst, plen = normalise_dst(r.dst)
     scope = SCOPES["host"] if r.type == "local" else SCOPES[r.scope] if r.scope else 0
     rtype = RTN_LOCAL if r.type == "local" else RTN_UNICAST
     head = struct.pack("=BBBBBBBBI", socket.AF_INET, plen, 0, 0, r.table if r.table < 256 else RT_TABLE_COMPAT,
                        RTPROT_BOOT, scope, rtype, RTNH_F_ONLINK if r.onlink else 0)
     attrs = nla(RTA_DST, _ip(dst)) if plen else b""
-    attrs += nla(RTA_TABLE, _u32(r.table)) + nla(RTA_OIF, _u32(oif))
+    attrs += nla(RTA_TABLE, _u32(r.table))
+    if oif is not None:
+        attrs += nla(RTA_OIF, _u32(oif))
     if r.via:
         attrs += nla(RTA_GATEWAY, _ip(r.via))
     if r.src:
@@ -153,9 +156,8 @@ class RtnlBatch:
                   addr_body(a, self._index(a.dev)), a.render(), (errno.EEXIST,))
 
     def add_route(self, r: Route) -> None:
-        assert r.dev, r.render()
         self._put(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
-                  route_body(r, self._index(r.dev)), r.render())
+                  route_body(r, self._index(r.dev) if r.dev else None), r.render())
 
     def add_rule(self, r: Rule) -> None:
         """Queued only if no rule (of any family) has its priority yet, as

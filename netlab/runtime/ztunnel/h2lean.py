@@ -184,9 +184,8 @@ class LeanDataConnection(h2.connection.H2Connection):
                     self._held_head = bytes(view[pos:end])
                 return events
         if pos < end:
-            if t is memoryview:
-                data = bytes(data)
-            events += super().receive_data(data[pos:] if pos else data)
+            rest = data[pos:] if pos else data
+            events += super().receive_data(bytes(rest) if t is memoryview else rest)
         return events
 
     def _lean_stream(self, sid: int, length: int) -> Any:
@@ -242,7 +241,7 @@ class LeanDataConnection(h2.connection.H2Connection):
             return super().receive_data(head + payload + bytes(data[need:]))
         events = [self._take(stream, sid, length, payload)]
         if n > need:
-            events += self._receive(memoryview(data)[need:] if type(data) is not memoryview else data[need:])
+            events += self._receive(memoryview(data)[need:])
         return events
 
 

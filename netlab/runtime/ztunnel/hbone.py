@@ -271,18 +271,17 @@ class _HboneConnection:
 
     # --- outbound ---------------------------------------------------------------------------
     def data_to_send_parts(self) -> list[bytes | bytearray]:
-        """:meth:`data_to_send` as pieces to write in order (``writelines``): big DATA payloads
-        stay the senders' own ``bytes`` (see ``LeanDataConnection.data_to_send_parts``)."""
+        """Everything to write, as pieces to write in order (``writelines``): big DATA payloads
+        stay the senders' own ``bytes`` (see ``LeanDataConnection.data_to_send_parts``). First
+        hands h2 the credit collected by :meth:`ack` once it adds up to :data:`ACK_BATCH` (one
+        ``acknowledge_received_data`` per stream and batch)."""
         if self._acked >= ACK_BATCH or len(self._acks) > ACK_STREAMS:
             self._give_credit()
         return self._conn.data_to_send_parts()
 
-    def data_to_send(self) -> bytes | bytearray:
-        """Everything to write; first hands h2 the credit collected by :meth:`ack` once it adds
-        up to :data:`ACK_BATCH` (one ``acknowledge_received_data`` per stream and batch)."""
-        if self._acked >= ACK_BATCH or len(self._acks) > ACK_STREAMS:
-            self._give_credit()
-        return self._conn.data_to_send()
+    def data_to_send(self) -> bytes:
+        """Everything to write, in one piece (:meth:`data_to_send_parts` joined)."""
+        return b"".join(self.data_to_send_parts())
 
     def _give_credit(self) -> None:
         acks, self._acks, self._acked = self._acks, {}, 0
